@@ -1,0 +1,25 @@
+# The targets are exactly what CI runs (.ci/run calls `make ci`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install lint typecheck test ci
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install
+	$(VENV)/bin/pytest
+
+ci: lint typecheck test

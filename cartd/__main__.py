@@ -1,0 +1,5 @@
+import sys
+
+from cartd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""The application factory: nothing is built until `create_app` is called."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cartd.api.routes import router
+from cartd.config import Settings
+from cartd.errors import CartdError
+from cartd.runtime import Runtime, build_runtime
+
+log = logging.getLogger(__name__)
+
+
+def error_body(status: int, message: str) -> dict[str, object]:
+    return {"status": status, "message": message}
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """The ASGI app. Without a `runtime`, one is built from `settings` at startup."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = runtime or build_runtime(settings, migrate_schema=True)
+        app.state.runtime = built
+        built.runner.start()
+        log.info("cartd is serving carts from %s", settings.volume_path)
+        try:
+            yield
+        finally:
+            built.close()
+
+    app = FastAPI(
+        title="cartd",
+        summary="Data carts for scientific archives; compatible with Pacifica Cartd.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+
+    @app.exception_handler(CartdError)
+    async def cartd_error(_request: Request, exc: CartdError) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, exc.message), exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return JSONResponse(error_body(400, problems), 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected fault on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body(500, "internal server error"), 500)
+
+    return app

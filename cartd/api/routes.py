@@ -1,0 +1,93 @@
+"""The compatible Pacifica Cartd surface (API.md section 2). Each route calls one use case."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from cartd.api.headers import content_disposition, header_text
+from cartd.errors import CartdError, CartNotFound
+from cartd.service.carts import CartFailed, CartNotReady, CartService
+
+router = APIRouter()
+
+UP = "Pacifica Cartd Interface Up and Running"
+GONE = "The cart does not exist or has already been deleted"
+
+
+def _carts(request: Request) -> CartService:
+    service: CartService = request.app.state.runtime.carts
+    return service
+
+
+@router.get("/")
+def status_root() -> dict[str, str]:
+    """Liveness, with the original's message."""
+    return {"message": UP}
+
+
+@router.post("/{uid}", status_code=201)
+async def order_cart(uid: str, request: Request) -> JSONResponse:
+    """Store the order and start staging its files in the background."""
+    body = await request.body()
+    await run_in_threadpool(_carts(request).create, uid, body)
+    return JSONResponse({"message": "Cart Processing has begun"}, status_code=201)
+
+
+@router.head("/{uid}")
+def cart_status(uid: str, request: Request) -> Response:
+    """Status headers; `X-Pacifica-Status` stays `staging` until the cart is ready."""
+    try:
+        state = _carts(request).state(uid)
+    except CartdError as exc:
+        headers = {"X-Pacifica-Status": "error", "X-Pacifica-Message": header_text(exc.message)}
+        return Response(status_code=exc.status_code, headers=headers)
+    cart, progress = state.cart, state.progress
+    headers = {
+        "X-Pacifica-Status": cart.status.pacifica_status,
+        "X-Pacifica-Message": header_text(cart.error or ""),
+        "X-Pacifica-Phase": cart.status.value,
+        "X-Pacifica-Files-Total": str(progress.files_total),
+        "X-Pacifica-Files-Staged": str(progress.files_staged),
+        "X-Pacifica-Bytes-Total": str(progress.bytes_total),
+        "X-Pacifica-Bytes-Staged": str(progress.bytes_staged),
+    }
+    return Response(status_code=500 if cart.error else 204, headers=headers)
+
+
+@router.get("/{uid}", response_model=None)
+def download_cart(
+    uid: str, request: Request, filename: str | None = None
+) -> Response | StreamingResponse:
+    """The tar of a ready cart; 202 while it is being made; 500 with its error if it failed."""
+    try:
+        download = _carts(request).download(uid, filename)
+    except CartNotFound:
+        return JSONResponse({"status": 404, "message": GONE}, status_code=404)
+    except CartNotReady as exc:
+        return PlainTextResponse(exc.message, status_code=202)
+    except CartFailed as exc:
+        return JSONResponse({"status": 500, "message": exc.message}, status_code=500)
+    headers = {
+        "Content-Disposition": content_disposition(download.filename),
+        "Last-Modified": format_datetime(download.cart.updated_at, usegmt=True),
+    }
+    if download.bundle_path is not None:
+        return FileResponse(
+            download.bundle_path, media_type="application/octet-stream", headers=headers
+        )
+    headers["Content-Length"] = str(download.size)
+    return StreamingResponse(
+        download.chunks(), media_type="application/octet-stream", headers=headers
+    )
+
+
+@router.delete("/{uid}")
+def delete_cart(uid: str, request: Request) -> JSONResponse:
+    """Remove every cart of the uid and its files."""
+    if _carts(request).delete(uid):
+        return JSONResponse({"message": "Cart Deleted Successfully"})
+    return JSONResponse({"status": 404, "message": "Not Found"}, status_code=404)

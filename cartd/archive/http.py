@@ -1,0 +1,133 @@
+"""The Pacifica Archive Interface over HTTP (API.md section 4).
+
+Its posix backend answers 500 for a missing file as for a passing fault, so a
+5xx is transient here: the pipeline's bounded retries turn a lasting one into
+a clear error on the cart. Only the last line of the archive's traceback is
+kept, as the cause; the traceback itself never travels further.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from urllib.parse import quote
+
+import httpx
+
+from cartd.archive.base import ArchiveFile
+from cartd.errors import ArchiveError, PermanentArchiveError, TransientArchiveError
+
+_MEDIA = "X-Pacifica-File-Storage-Media"
+
+
+def describe_failure(response: httpx.Response) -> str:
+    """A one-line cause from an archive error answer: status and the archive's own words."""
+    text = ""
+    try:
+        document = json.loads(response.read())
+    except (ValueError, httpx.HTTPError):
+        document = None
+    if isinstance(document, dict):
+        traceback = str(document.get("traceback") or "").strip()
+        text = traceback.splitlines()[-1] if traceback else str(document.get("message") or "")
+    return f"archive answered {response.status_code}" + (f": {text[:300]}" if text else "")
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    cause = describe_failure(response)
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise TransientArchiveError(cause)
+    if response.status_code == 404:
+        raise PermanentArchiveError(f"the archive has no such file ({cause})")
+    raise PermanentArchiveError(cause)
+
+
+def _mtime(value: str | None) -> float:
+    if not value:
+        return 0.0
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return parsed.timestamp() if parsed else 0.0
+
+
+class PacificaArchive:
+    """Keeps a pool of keep-alive connections; every call has a timeout."""
+
+    def __init__(self, base_url: str, *, chunk_size: int, timeout: float, connections: int) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.chunk_size = chunk_size
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    def _url(self, file_id: str) -> str:
+        return self.base_url + quote(file_id, safe="")
+
+    def _request(self, method: str, file_id: str) -> httpx.Response:
+        headers = {"Content-Length": "0"} if method == "POST" else None
+        try:
+            response = self._client.request(method, self._url(file_id), headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TransientArchiveError(f"{method} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientArchiveError(f"{method} failed: {type(exc).__name__}: {exc}") from exc
+        _raise_for(response)
+        return response
+
+    def stage(self, file_id: str) -> None:
+        self._request("POST", file_id)
+
+    def status(self, file_id: str) -> ArchiveFile:
+        response = self._request("HEAD", file_id)
+        headers = response.headers
+        try:
+            size = int(headers["X-Content-Length"])
+        except (KeyError, ValueError):
+            raise TransientArchiveError(
+                "archive HEAD answer lacks a valid X-Content-Length"
+            ) from None
+        try:
+            mtime = _mtime(headers.get("Last-Modified"))
+        except (TypeError, ValueError):
+            mtime = 0.0
+        media = headers.get(_MEDIA, "disk").strip().lower()
+        return ArchiveFile(
+            size=size,
+            mtime=mtime,
+            on_disk=media == "disk",
+            message=headers.get("X-Pacifica-Messsage", ""),
+        )
+
+    def read(self, file_id: str) -> AbstractContextManager[Iterator[bytes]]:
+        return self._read(file_id)
+
+    @contextmanager
+    def _read(self, file_id: str) -> Iterator[Iterator[bytes]]:
+        try:
+            with self._client.stream("GET", self._url(file_id)) as response:
+                _raise_for(response)
+                yield self._chunks(response)
+        except ArchiveError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise TransientArchiveError(f"GET timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientArchiveError(f"GET failed: {type(exc).__name__}: {exc}") from exc
+
+    def _chunks(self, response: httpx.Response) -> Iterator[bytes]:
+        try:
+            yield from response.iter_raw(self.chunk_size)
+        except httpx.TimeoutException as exc:
+            raise TransientArchiveError(f"GET stalled ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientArchiveError(f"GET broke off: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,57 @@
+"""A folder on a mounted filesystem as the archive: every file is always on disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from cartd.archive.base import ArchiveFile
+from cartd.errors import PermanentArchiveError, TransientArchiveError
+
+
+class FolderArchive:
+    """File id `a/b.txt` is `<root>/a/b.txt`; ids cannot reach outside the root."""
+
+    def __init__(self, root: str | os.PathLike[str], *, chunk_size: int) -> None:
+        self.root = Path(root).resolve()
+        self.chunk_size = chunk_size
+
+    def _path(self, file_id: str) -> Path:
+        path = (self.root / file_id.lstrip("/")).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise PermanentArchiveError(f"file id {file_id!r} is outside the archive folder")
+        return path
+
+    def stage(self, file_id: str) -> None:
+        self.status(file_id)
+
+    def status(self, file_id: str) -> ArchiveFile:
+        path = self._path(file_id)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise PermanentArchiveError("the archive has no such file") from None
+        except OSError as exc:
+            raise TransientArchiveError(f"cannot stat the file: {exc.strerror}") from exc
+        if not path.is_file():
+            raise PermanentArchiveError("the archive entry is not a regular file")
+        return ArchiveFile(size=info.st_size, mtime=info.st_mtime, on_disk=True)
+
+    def read(self, file_id: str) -> AbstractContextManager[Iterator[bytes]]:
+        return self._read(self._path(file_id))
+
+    @contextmanager
+    def _read(self, path: Path) -> Iterator[Iterator[bytes]]:
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise PermanentArchiveError("the archive has no such file") from None
+        except OSError as exc:
+            raise TransientArchiveError(f"cannot open the file: {exc.strerror}") from exc
+        with handle:
+            yield iter(lambda: handle.read(self.chunk_size), b"")
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,307 @@
+"""The one typed settings object, read from the original's INI file and environment.
+
+Pacifica Cartd's keys and environment variables are kept as they were (API.md
+section 5). Unlike the original, the environment overrides the INI file, and a
+key set in both places is reported so a deployment learns which value won.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cartd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("~/.pacifica-cartd/config.ini")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
+_EXPONENT = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `4096`, `4 Mb` (decimal, as the original reads it) or `10 GiB` (binary)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use bytes or e.g. '4 Mb', '10 GiB')")
+    number, prefix, binary, _ = match.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** _EXPONENT[prefix.lower()])
+
+
+@dataclass(frozen=True)
+class Key:
+    """Where one setting comes from: its INI section and key, and its environment variable."""
+
+    field: str
+    section: str
+    key: str
+    env: str
+    doc: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+#: Every setting cartd reads. The first block is the original's, the rest are cartd's own.
+KEYS: tuple[Key, ...] = (
+    Key(
+        "volume_path",
+        "cartd",
+        "volume_path",
+        "VOLUME_PATH",
+        "Folder where staged files and bundles are kept.",
+    ),
+    Key(
+        "lru_buffer_time",
+        "cartd",
+        "lru_buffer_time",
+        "LRU_BUFFER_TIME",
+        "Seconds after its last use during which a cart is safe from eviction.",
+    ),
+    Key(
+        "lru_purge",
+        "cartd",
+        "lru_purge",
+        "LRU_PURGE",
+        "Evict least recently used carts when space runs out (on/off).",
+    ),
+    Key(
+        "bundle_task",
+        "cartd",
+        "bundle_task",
+        "BUNDLE_TASK",
+        "Default of a POST's `bundle`: write the tar once onto the volume (on/off).",
+    ),
+    Key(
+        "transfer_size",
+        "cartd",
+        "transfer_size",
+        "TRANSFER_SIZE",
+        "Size of the chunks read from the archive and sent to clients.",
+    ),
+    Key(
+        "volume_size_limit",
+        "cartd",
+        "volume_size_limit",
+        "VOLUME_SIZE_LIMIT",
+        "Most bytes the volume may hold (default: the filesystem's free space).",
+    ),
+    Key(
+        "archive_url",
+        "archiveinterface",
+        "url",
+        "ARCHIVE_INTERFACE_URL",
+        "Archive base URL: http(s):// for a Pacifica Archive Interface, file:// for a folder.",
+    ),
+    Key(
+        "broker_url",
+        "celery",
+        "broker_url",
+        "BROKER_URL",
+        "Celery broker; when unset the embedded worker runs inside `cartd serve`.",
+    ),
+    Key("backend_url", "celery", "backend_url", "BACKEND_URL", "Celery result backend."),
+    Key(
+        "database_url",
+        "database",
+        "peewee_url",
+        "PEEWEE_URL",
+        "Database URL (SQLAlchemy or the original's peewee forms); default: SQLite in the volume.",
+    ),
+    Key(
+        "database_connect_attempts",
+        "database",
+        "connect_attempts",
+        "DATABASE_CONNECT_ATTEMPTS",
+        "How many times to try reaching the database at start.",
+    ),
+    Key(
+        "database_connect_wait",
+        "database",
+        "connect_wait",
+        "DATABASE_CONNECT_WAIT",
+        "Seconds between those attempts.",
+    ),
+    Key(
+        "database_debug_logging",
+        "database",
+        "debug_logging",
+        "DATABASE_DEBUG_LOGGING",
+        "Log every SQL statement.",
+    ),
+    Key(
+        "archive_timeout",
+        "archiveinterface",
+        "timeout",
+        "CARTD_ARCHIVE_TIMEOUT",
+        "Seconds without progress before an archive request counts as failed.",
+    ),
+    Key(
+        "stage_workers",
+        "cartd",
+        "stage_workers",
+        "CARTD_STAGE_WORKERS",
+        "Files worked on at once by the embedded worker.",
+    ),
+    Key(
+        "retry_attempts",
+        "cartd",
+        "retry_attempts",
+        "CARTD_RETRY_ATTEMPTS",
+        "Tries of one archive step before a transient fault ends the cart in error.",
+    ),
+    Key(
+        "retry_initial",
+        "cartd",
+        "retry_initial",
+        "CARTD_RETRY_INITIAL",
+        "Seconds before the first retry of a failed archive step; doubles each time.",
+    ),
+    Key("retry_max", "cartd", "retry_max", "CARTD_RETRY_MAX", "Longest wait between retries."),
+    Key(
+        "poll_initial",
+        "cartd",
+        "poll_initial",
+        "CARTD_POLL_INITIAL",
+        "Seconds before asking again whether a file on tape is on disk; grows by half each time.",
+    ),
+    Key(
+        "poll_max",
+        "cartd",
+        "poll_max",
+        "CARTD_POLL_MAX",
+        "Longest wait between two such questions.",
+    ),
+)
+KEYS_BY_FIELD = {key.field: key for key in KEYS}
+
+
+class Settings(BaseModel):
+    """Everything cartd can be told, validated once at start."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    volume_path: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("cartd")) / "volume"
+    )
+    lru_buffer_time: float = Field(0.0, ge=0)
+    lru_purge: bool = True
+    bundle_task: bool = False
+    transfer_size: int = Field(4_000_000, ge=4096)
+    volume_size_limit: int | None = Field(None, gt=0)
+    archive_url: str = "http://127.0.0.1:8080/"
+    broker_url: str | None = None
+    backend_url: str | None = None
+    database_url: str | None = None
+    database_connect_attempts: int = Field(10, ge=1)
+    database_connect_wait: float = Field(20.0, ge=0)
+    database_debug_logging: bool = False
+    archive_timeout: float = Field(60.0, gt=0)
+    stage_workers: int = Field(4, ge=1, le=256)
+    retry_attempts: int = Field(6, ge=1)
+    retry_initial: float = Field(0.5, ge=0)
+    retry_max: float = Field(30.0, ge=0)
+    poll_initial: float = Field(1.0, gt=0)
+    poll_max: float = Field(300.0, gt=0)
+
+    @field_validator("transfer_size", "volume_size_limit", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none"}):
+            return None
+        return parse_size(value) if isinstance(value, str | int) else value
+
+    @field_validator("archive_url")
+    @classmethod
+    def _archive_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "file://")):
+            raise ValueError("must start with http://, https:// or file://")
+        if value.startswith("http") and not value.endswith("/"):
+            value += "/"
+        return value
+
+    @field_validator("volume_path")
+    @classmethod
+    def _volume_path(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("broker_url", "backend_url", "database_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+def _read_ini(path: Path) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    values: dict[str, str] = {}
+    for key in KEYS:
+        if parser.has_option(key.section, key.key):
+            values[key.field] = parser.get(key.section, key.key)
+    return values
+
+
+def config_path_from(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> Path | None:
+    """The INI file to read: the one named, else `CARTD_CONFIG`, else the original's default."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get("CARTD_CONFIG"):
+        return Path(environ["CARTD_CONFIG"]).expanduser()
+    default = DEFAULT_CONFIG_PATH.expanduser()
+    return default if default.exists() else None
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the INI file, let the environment override it, validate, name the key on error."""
+    env = os.environ if environ is None else environ
+    path = config_path_from(config, env)
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        values = dict(_read_ini(path))
+    for key in KEYS:
+        if key.env in env:
+            if key.field in values and values[key.field] != env[key.env]:
+                log.warning(
+                    "%s is set in %s and in the environment as %s; the environment wins",
+                    key.name,
+                    path,
+                    key.env,
+                )
+            values[key.field] = env[key.env]
+    values.update(overrides)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            known = KEYS_BY_FIELD.get(field)
+            where = f"{known.name} ({known.env})" if known else field
+            problems.append(f"{where}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,99 @@
+"""Build the database engine from a URL, including the original's peewee URL forms."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from cartd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_SCHEMES = {
+    "sqliteext": "sqlite",
+    "sqlite": "sqlite",
+    "mysql": "mysql+pymysql",
+    "mysql+pymysql": "mysql+pymysql",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresext": "postgresql+psycopg",
+    "postgresqlext": "postgresql+psycopg",
+}
+
+
+def database_url(configured: str | None, volume_path: Path) -> str:
+    """The SQLAlchemy URL for a configured URL (peewee or SQLAlchemy form), or the default."""
+    if not configured:
+        return f"sqlite:///{volume_path / 'cartd.sqlite3'}"
+    scheme, sep, rest = configured.partition("://")
+    if not sep:
+        raise ConfigError(f"database.peewee_url: {configured!r} is not a URL")
+    mapped = _SCHEMES.get(scheme.lower(), scheme)
+    return f"{mapped}://{rest}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level so that SQLAlchemy's BEGIN below is the only one.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Take the write lock up front: a deferred transaction that reads then writes fails
+    # at once with "database is locked" when another writer got in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database.peewee_url: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(
+        parsed,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=3600,
+    )
+
+
+def wait_for_database(engine: Engine, attempts: int, wait: float) -> None:
+    """Try to reach the database a few times: it may still be starting beside us."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return
+        except OperationalError as exc:
+            if attempt == attempts:
+                raise ConfigError(
+                    f"cannot reach the database after {attempts} attempts: {exc.orig}"
+                ) from exc
+            log.warning("database not reachable (attempt %d of %d); retrying", attempt, attempts)
+            time.sleep(wait)

@@ -1,0 +1,52 @@
+"""The error tree. Each error that can reach a client knows its HTTP status.
+
+CartdError                      base; status 500
+├── ConfigError                 a wrong setting, found at start
+├── InvalidRequest              400: a bad uid, body, path, filename or hash
+├── CartNotFound                404: no such cart (or deleted)
+└── ArchiveError                something the archive did; never shown raw to a client
+    ├── TransientArchiveError   worth retrying: 5xx, resets, timeouts, short bodies
+    └── PermanentArchiveError   retrying cannot help: 404, checksum mismatch, bad answers
+"""
+
+from __future__ import annotations
+
+
+class CartdError(Exception):
+    """Base of every error cartd raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(CartdError):
+    """A setting is missing or wrong; the process should not start."""
+
+
+class InvalidRequest(CartdError):
+    """The client asked for something malformed; nothing was changed."""
+
+    status_code = 400
+
+
+class CartNotFound(CartdError):
+    """No live cart of that uid."""
+
+    status_code = 404
+
+
+class ArchiveError(CartdError):
+    """The archive could not give us a file."""
+
+    status_code = 502
+
+
+class TransientArchiveError(ArchiveError):
+    """A fault that may go away if we ask again later."""
+
+
+class PermanentArchiveError(ArchiveError):
+    """A fault that asking again will not fix."""

@@ -1,0 +1,47 @@
+"""Plain records handed between the layers: what a cart and its files are, not how stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cartd.status import CartStatus, FileStatus
+
+
+@dataclass(frozen=True)
+class CartFile:
+    id: int
+    cart_id: int
+    archive_id: str
+    path: str
+    hashtype: str
+    hashsum: str
+    status: FileStatus
+    size: int | None
+    mtime: float | None
+    attempts: int
+    polls: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Cart:
+    id: int
+    uid: str
+    status: CartStatus
+    bundle: bool
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime
+    bundle_size: int | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counts a person polling a cart wants to see."""
+
+    files_total: int
+    files_staged: int
+    bytes_total: int  # of the files whose size the archive has told us
+    bytes_staged: int

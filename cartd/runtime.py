@@ -1,0 +1,80 @@
+"""Wire the parts together from the settings: the one place that knows every adapter."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from cartd.archive import Archive, open_archive
+from cartd.config import Settings
+from cartd.db import migrate
+from cartd.db.engine import database_url, make_engine, wait_for_database
+from cartd.db.store import CartStore
+from cartd.service.backoff import Backoff
+from cartd.service.carts import CartService
+from cartd.service.pipeline import Pipeline, PipelinePolicy
+from cartd.storage import Volume
+from cartd.workers.base import Runner
+from cartd.workers.embedded import EmbeddedRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    store: CartStore
+    volume: Volume
+    archive: Archive
+    pipeline: Pipeline
+    runner: Runner
+    carts: CartService
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.archive.close()
+        self.engine.dispose()
+
+
+def open_engine(settings: Settings) -> Engine:
+    url = database_url(settings.database_url, settings.volume_path)
+    engine = make_engine(
+        url, echo=settings.database_debug_logging, pool_size=settings.stage_workers + 4
+    )
+    wait_for_database(engine, settings.database_connect_attempts, settings.database_connect_wait)
+    return engine
+
+
+def build_runtime(settings: Settings, *, migrate_schema: bool = False) -> Runtime:
+    """Build everything; the runner is not started (see `Runtime.runner.start`)."""
+    volume = Volume(settings.volume_path)
+    volume.prepare()
+    engine = open_engine(settings)
+    if migrate_schema:
+        migrate.upgrade(engine)
+    store = CartStore(engine)
+    archive = open_archive(
+        settings.archive_url,
+        chunk_size=settings.transfer_size,
+        timeout=settings.archive_timeout,
+        connections=settings.stage_workers,
+    )
+    policy = PipelinePolicy(
+        retry=Backoff(settings.retry_initial, 2.0, settings.retry_max),
+        retry_attempts=settings.retry_attempts,
+        poll=Backoff(settings.poll_initial, 1.5, settings.poll_max),
+        chunk_size=settings.transfer_size,
+    )
+    pipeline = Pipeline(store, volume, archive, policy)
+    runner = EmbeddedRunner(pipeline, store, volume, settings.stage_workers)
+    carts = CartService(
+        store,
+        volume,
+        runner,
+        bundle_default=settings.bundle_task,
+        chunk_size=settings.transfer_size,
+    )
+    return Runtime(settings, engine, store, volume, archive, pipeline, runner, carts)

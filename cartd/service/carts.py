@@ -1,0 +1,126 @@
+"""The use cases behind the HTTP API: order, look at, download and delete a cart."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cartd.bundle import Member, iter_tar, tar_size
+from cartd.db.store import CartStore
+from cartd.errors import CartdError, CartNotFound
+from cartd.records import Cart, CartFile, Progress
+from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
+from cartd.service.layout import cart_members
+from cartd.status import CartStatus
+from cartd.storage import Volume
+from cartd.workers.base import Runner
+
+log = logging.getLogger(__name__)
+
+
+class CartNotReady(CartdError):
+    """The cart is still being made."""
+
+    status_code = 202
+
+
+class CartFailed(CartdError):
+    """The cart ended in error; the message is the cart's."""
+
+
+@dataclass(frozen=True)
+class CartState:
+    cart: Cart
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Download:
+    """A ready cart's tar: either a bundle file on the volume or a stream of staged files."""
+
+    cart: Cart
+    filename: str
+    size: int
+    bundle_path: Path | None
+    members: list[Member]
+    chunk_size: int
+
+    def chunks(self) -> Iterator[bytes]:
+        return iter_tar(self.members, self.chunk_size)
+
+
+def default_download_name(moment: datetime | None = None) -> str:
+    moment = moment or datetime.now(UTC)
+    return moment.strftime("data_%Y_%m_%d_%H_%M_%S.tar")
+
+
+class CartService:
+    def __init__(
+        self,
+        store: CartStore,
+        volume: Volume,
+        runner: Runner,
+        *,
+        bundle_default: bool,
+        chunk_size: int,
+    ) -> None:
+        self.store = store
+        self.volume = volume
+        self.runner = runner
+        self.bundle_default = bundle_default
+        self.chunk_size = chunk_size
+
+    def create(self, uid: str, body: bytes) -> Cart:
+        """Store the order durably, then hand its files to the runner."""
+        validate_uid(uid)
+        order = parse_cart_order(body)
+        bundle = self.bundle_default if order.bundle is None else order.bundle
+        cart, file_ids = self.store.create_cart(uid, bundle, order.files)
+        log.info("cart %s: ordered %d files (bundle=%s)", uid, len(file_ids), bundle)
+        for file_id in file_ids:
+            self.runner.submit_file(file_id)
+        return cart
+
+    def state(self, uid: str) -> CartState:
+        cart = self._latest(uid)
+        return CartState(cart, self.store.progress(cart.id))
+
+    def files(self, uid: str) -> tuple[Cart, list[CartFile]]:
+        cart = self._latest(uid)
+        return cart, self.store.files_of(cart.id)
+
+    def download(self, uid: str, filename: str | None) -> Download:
+        cart = self._latest(uid)
+        if cart.status is CartStatus.ERROR:
+            raise CartFailed(cart.error or "the cart failed")
+        if cart.status is not CartStatus.READY:
+            raise CartNotReady("The cart is not ready for download.")
+        name = validate_download_name(filename, default_download_name())
+        self.store.touch(cart.id)
+        if cart.bundle:
+            path = self.volume.bundle_path(cart.id)
+            return Download(cart, name, path.stat().st_size, path, [], self.chunk_size)
+        top = name[: -len(".tar")] if name.endswith(".tar") and name != ".tar" else name
+        members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=top)
+        return Download(cart, name, tar_size(members), None, members, self.chunk_size)
+
+    def delete(self, uid: str) -> bool:
+        """Make every cart of the uid gone; False when there was none."""
+        validate_uid(uid)
+        cart_ids = self.store.delete_uid(uid)
+        for cart_id in cart_ids:
+            self.volume.remove_cart(cart_id)
+            self.store.forget(cart_id)
+        if cart_ids:
+            log.info("cart %s: deleted", uid)
+        return bool(cart_ids)
+
+    def _latest(self, uid: str) -> Cart:
+        validate_uid(uid)
+        cart = self.store.latest_cart(uid)
+        if cart is None:
+            raise CartNotFound(f"No cart with uid {uid} found")
+        return cart

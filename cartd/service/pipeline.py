@@ -1,0 +1,258 @@
+"""The per-file staging step and the step that makes a cart ready.
+
+One call of `advance` takes one file one step further and says when it wants
+to be called again, so a runner never sleeps in a worker: a file on tape gives
+its worker back and is re-scheduled with a growing delay. Everything a step
+learns is written to the database before it returns, so a process killed at
+any moment resumes where the last step left off, and a verified file is
+never pulled twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from cartd.archive.base import Archive, ArchiveFile
+from cartd.bundle import iter_tar, tar_size
+from cartd.db.store import CartStore
+from cartd.errors import PermanentArchiveError, TransientArchiveError
+from cartd.records import Cart, CartFile
+from cartd.service.backoff import Backoff
+from cartd.service.layout import cart_members
+from cartd.status import CartStatus, FileStatus
+from cartd.storage import Volume
+
+log = logging.getLogger(__name__)
+
+_OPEN = (FileStatus.WAITING, FileStatus.STAGING)
+
+
+@dataclass(frozen=True)
+class PipelinePolicy:
+    retry: Backoff
+    retry_attempts: int
+    poll: Backoff
+    chunk_size: int
+
+
+class Pipeline:
+    def __init__(
+        self, store: CartStore, volume: Volume, archive: Archive, policy: PipelinePolicy
+    ) -> None:
+        self.store = store
+        self.volume = volume
+        self.archive = archive
+        self.policy = policy
+
+    # -- the file step -------------------------------------------------------------------
+
+    def advance(self, file_id: int) -> float | None:
+        """Take one file one step further; return seconds until the next step, or None."""
+        file = self.store.get_file(file_id)
+        if file is None:
+            return None
+        cart = self.store.get_cart(file.cart_id)
+        if cart is None or not cart.status.is_active:
+            return None
+        if file.status is FileStatus.STAGED:
+            self._finish_if_complete(cart.id)
+            return None
+        if file.status is FileStatus.ERROR:
+            return None
+        if cart.status is CartStatus.WAITING:
+            self.store.move_cart(cart.id, CartStatus.STAGING)
+        try:
+            return self._step(cart, file)
+        except TransientArchiveError as exc:
+            return self._retry_later(cart, file, exc.message)
+        except PermanentArchiveError as exc:
+            self._fail(cart, file, exc.message)
+        except OSError as exc:
+            if self._cart_gone(cart.id):
+                return None
+            return self._retry_later(cart, file, f"volume error: {exc}")
+        except Exception as exc:
+            log.exception("cart %s: unexpected fault on file %s", cart.uid, file.archive_id)
+            return self._retry_later(cart, file, f"internal error: {type(exc).__name__}")
+        return None
+
+    def _step(self, cart: Cart, file: CartFile) -> float | None:
+        if not file.hashsum:
+            raise PermanentArchiveError(f"no {file.hashtype} checksum was given to verify it")
+        if self._verified_before_crash(cart, file):
+            self._finish_if_complete(cart.id)
+            return None
+        if file.status is FileStatus.WAITING:
+            self.archive.stage(file.archive_id)
+        info = self.archive.status(file.archive_id)
+        if not info.on_disk:
+            delay = self.policy.poll.delay(file.polls)
+            self.store.move_file(
+                file.id,
+                FileStatus.STAGING,
+                expect=_OPEN,
+                size=info.size,
+                mtime=info.mtime,
+                polls=file.polls + 1,
+                attempts=0,
+                next_attempt_at=time.time() + delay,
+            )
+            log.info(
+                "cart %s: file %s on %s, asking again in %.1fs",
+                cart.uid,
+                file.archive_id,
+                "tape",
+                delay,
+            )
+            return delay
+        self._pull(cart, file, info)
+        self._finish_if_complete(cart.id)
+        return None
+
+    def _pull(self, cart: Cart, file: CartFile, info: ArchiveFile) -> None:
+        partial = self.volume.partial_path(cart.id, file.id)
+        digest = hashlib.new(file.hashtype)
+        received = 0
+        with self.archive.read(file.archive_id) as chunks, partial.open("wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if received != info.size:
+            partial.unlink(missing_ok=True)
+            raise TransientArchiveError(
+                f"the archive sent {received} bytes of the {info.size} it announced"
+            )
+        if digest.hexdigest() != file.hashsum:
+            partial.unlink(missing_ok=True)
+            raise PermanentArchiveError(
+                f"checksum mismatch: {file.hashtype} of the archive's bytes is"
+                f" {digest.hexdigest()}, expected {file.hashsum}"
+            )
+        os.utime(partial, (info.mtime, info.mtime))
+        final = self.volume.file_path(cart.id, file.id)
+        self.volume.commit(partial, final)
+        moved = self.store.move_file(
+            file.id,
+            FileStatus.STAGED,
+            expect=_OPEN,
+            size=received,
+            mtime=info.mtime,
+            attempts=0,
+            error=None,
+            next_attempt_at=None,
+        )
+        if not moved or self._cart_gone(cart.id):
+            current = self.store.get_cart(cart.id)
+            if current is None or current.status is CartStatus.DELETED:
+                self.volume.remove_cart(cart.id)
+            elif not moved:
+                final.unlink(missing_ok=True)
+            return
+        log.info("cart %s: file %s verified (%d bytes)", cart.uid, file.archive_id, received)
+
+    def _verified_before_crash(self, cart: Cart, file: CartFile) -> bool:
+        """A file moved into place whose row was not yet updated when the process died."""
+        final = self.volume.file_path(cart.id, file.id)
+        try:
+            stat = final.stat()
+        except FileNotFoundError:
+            return False
+        digest = hashlib.new(file.hashtype)
+        with final.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(self.policy.chunk_size), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != file.hashsum:
+            final.unlink(missing_ok=True)
+            return False
+        return self.store.move_file(
+            file.id,
+            FileStatus.STAGED,
+            expect=_OPEN,
+            size=stat.st_size,
+            mtime=stat.st_mtime,
+            attempts=0,
+            error=None,
+            next_attempt_at=None,
+        )
+
+    def _retry_later(self, cart: Cart, file: CartFile, cause: str) -> float | None:
+        attempts = file.attempts + 1
+        if attempts >= self.policy.retry_attempts:
+            self._fail(cart, file, f"{cause} (gave up after {attempts} tries)")
+            return None
+        delay = self.policy.retry.delay(attempts - 1)
+        log.warning(
+            "cart %s: file %s: %s; try %d of %d in %.1fs",
+            cart.uid,
+            file.archive_id,
+            cause,
+            attempts + 1,
+            self.policy.retry_attempts,
+            delay,
+        )
+        self.store.move_file(
+            file.id,
+            expect=_OPEN,
+            attempts=attempts,
+            error=cause,
+            next_attempt_at=time.time() + delay,
+        )
+        return delay
+
+    def _fail(self, cart: Cart, file: CartFile, cause: str) -> None:
+        log.error("cart %s: file %s failed: %s", cart.uid, file.archive_id, cause)
+        self.store.move_file(file.id, FileStatus.ERROR, error=cause)
+        message = f"file {file.archive_id} ({file.path}): {cause}"
+        self.store.move_cart(cart.id, CartStatus.ERROR, error=message)
+
+    def _cart_gone(self, cart_id: int) -> bool:
+        cart = self.store.get_cart(cart_id)
+        return cart is None or not cart.status.is_active
+
+    # -- the cart step -------------------------------------------------------------------
+
+    def _finish_if_complete(self, cart_id: int) -> None:
+        if self.store.all_staged(cart_id) and self.store.move_cart(cart_id, CartStatus.BUNDLING):
+            self.finish(cart_id)
+
+    def finish(self, cart_id: int) -> None:
+        """Make a cart whose files are all verified ready; only the claimant gets here."""
+        cart = self.store.get_cart(cart_id)
+        if cart is None:
+            return
+        if cart.status in (CartStatus.WAITING, CartStatus.STAGING):
+            if not self.store.move_cart(cart_id, CartStatus.BUNDLING):
+                return
+        elif cart.status is not CartStatus.BUNDLING:
+            return
+        bundle_size = None
+        if cart.bundle:
+            try:
+                bundle_size = self._write_bundle(cart)
+            except OSError as exc:
+                if not self._cart_gone(cart_id):
+                    self.store.move_cart(
+                        cart_id, CartStatus.ERROR, error=f"cannot write the bundle: {exc}"
+                    )
+                return
+        if self.store.move_cart(cart_id, CartStatus.READY, bundle_size=bundle_size):
+            log.info("cart %s: ready", cart.uid)
+
+    def _write_bundle(self, cart: Cart) -> int:
+        members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=cart.uid)
+        final = self.volume.bundle_path(cart.id)
+        partial = final.with_suffix(".tar.partial")
+        with partial.open("wb") as out:
+            for chunk in iter_tar(members, self.policy.chunk_size):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        self.volume.commit(partial, final)
+        return tar_size(members)

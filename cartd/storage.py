@@ -1,0 +1,53 @@
+"""The cache volume: where a cart's verified files, partial pulls and bundle live.
+
+Layout: `<volume>/carts/<cart id>/files/<file id>` for verified files,
+`.../partial/<file id>` while a pull is under way, `.../bundle.tar` for a
+bundled cart. Files are kept by id, not by their path in the bundle, so a
+requester's path never becomes a path on our disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+class Volume:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.carts = root / "carts"
+
+    def prepare(self) -> None:
+        self.carts.mkdir(parents=True, exist_ok=True)
+
+    def cart_dir(self, cart_id: int) -> Path:
+        return self.carts / str(cart_id)
+
+    def file_path(self, cart_id: int, file_id: int) -> Path:
+        return self.cart_dir(cart_id) / "files" / str(file_id)
+
+    def partial_path(self, cart_id: int, file_id: int) -> Path:
+        path = self.cart_dir(cart_id) / "partial" / str(file_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def bundle_path(self, cart_id: int) -> Path:
+        return self.cart_dir(cart_id) / "bundle.tar"
+
+    def commit(self, partial: Path, final: Path) -> None:
+        """Move a verified file into place; a reader sees all of it or nothing."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, final)
+        _fsync_dir(final.parent)
+
+    def remove_cart(self, cart_id: int) -> None:
+        shutil.rmtree(self.cart_dir(cart_id), ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,1 @@
+"""Runners: what executes pipeline steps. Each is a few lines around `Pipeline`."""

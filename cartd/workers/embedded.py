@@ -1,0 +1,123 @@
+"""The in-process runner of `cartd serve` when no broker is configured.
+
+A few threads take due steps from one timed queue. A step that must wait (a
+file on tape, a retry after a fault) is put back with its due time instead of
+sleeping, so waiting files never hold a thread. The queue itself is not
+durable and need not be: every fact lives in the database, and `start` rebuilds
+the queue from it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from cartd.db.store import CartStore
+from cartd.service.pipeline import Pipeline
+from cartd.storage import Volume
+
+log = logging.getLogger(__name__)
+
+Task = tuple[str, int]
+
+
+class EmbeddedRunner:
+    def __init__(self, pipeline: Pipeline, store: CartStore, volume: Volume, workers: int) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.volume = volume
+        self.workers = workers
+        self._queue: list[tuple[float, int, Task]] = []
+        self._pending: set[Task] = set()
+        self._busy = 0
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    def submit_file(self, file_id: int, delay: float = 0.0) -> None:
+        self._push(("file", file_id), delay)
+
+    def submit_finish(self, cart_id: int) -> None:
+        self._push(("finish", cart_id), 0.0)
+
+    def _push(self, task: Task, delay: float) -> None:
+        with self._cond:
+            if task in self._pending:
+                return
+            self._pending.add(task)
+            heapq.heappush(self._queue, (time.monotonic() + delay, next(self._order), task))
+            self._cond.notify()
+
+    def start(self) -> None:
+        self._recover()
+        for index in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"cartd-worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _recover(self) -> None:
+        files, finishing, deleted = self.store.unfinished()
+        for cart_id in deleted:
+            self.volume.remove_cart(cart_id)
+            self.store.forget(cart_id)
+        wall = time.time()
+        for file_id, due in files:
+            self.submit_file(file_id, max(0.0, (due or wall) - wall))
+        for cart_id in finishing:
+            self.submit_finish(cart_id)
+        if files or finishing:
+            log.info(
+                "resuming %d unfinished files and %d carts to finish", len(files), len(finishing)
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        with self._cond:
+            return not self._queue and self._busy == 0
+
+    def _next(self) -> Task | None:
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                if self._queue and self._queue[0][0] <= now:
+                    _, _, task = heapq.heappop(self._queue)
+                    self._busy += 1
+                    return task
+                self._cond.wait(self._queue[0][0] - now if self._queue else None)
+            return None
+
+    def _work(self) -> None:
+        steps: dict[str, Callable[[int], float | None]] = {
+            "file": self.pipeline.advance,
+            "finish": self._finish,
+        }
+        while (task := self._next()) is not None:
+            kind, ident = task
+            delay: float | None = None
+            try:
+                delay = steps[kind](ident)
+            except Exception:
+                log.exception("step %s %d failed unexpectedly", kind, ident)
+            finally:
+                with self._cond:
+                    self._pending.discard(task)
+                    self._busy -= 1
+                    self._cond.notify_all()
+            if delay is not None and not self._stopping:
+                self._push(task, delay)
+
+    def _finish(self, cart_id: int) -> None:
+        self.pipeline.finish(cart_id)
