@@ -21,9 +21,10 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cartd.api.app import create_app
+    from cartd.runtime import build_runtime
 
     settings = _settings(args)
-    app = create_app(settings)
+    app = create_app(settings, build_runtime(settings))
     uvicorn.run(app, host=args.address, port=args.port, log_level=args.log_level.lower())
     return 0
 

@@ -37,6 +37,8 @@ def parse_size(text: str | int) -> int:
     if not match:
         raise ValueError(f"not a size: {text!r} (use bytes or e.g. '4 Mb', '10 GiB')")
     number, prefix, binary, _ = match.groups()
+    if binary and not prefix:
+        raise ValueError(f"not a size: {text!r} (use bytes or e.g. '4 Mb', '10 GiB')")
     base = 1024 if binary else 1000
     return int(float(number) * base ** _EXPONENT[prefix.lower()])
 

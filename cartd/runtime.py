@@ -12,6 +12,7 @@ from cartd.config import Settings
 from cartd.db import migrate
 from cartd.db.engine import database_url, make_engine, wait_for_database
 from cartd.db.store import CartStore
+from cartd.errors import ConfigError
 from cartd.service.backoff import Backoff
 from cartd.service.carts import CartService
 from cartd.service.pipeline import Pipeline, PipelinePolicy
@@ -48,13 +49,34 @@ def open_engine(settings: Settings) -> Engine:
     return engine
 
 
-def build_runtime(settings: Settings, *, migrate_schema: bool = False) -> Runtime:
+def ensure_schema(engine: Engine) -> None:
+    """SQLite is ours alone, so bring it up to date; a shared server is `cartd dbsync`'s job."""
+    if engine.dialect.name == "sqlite":
+        migrate.upgrade(engine)
+        return
+    current, head = migrate.current_revision(engine), migrate.head_revision()
+    if current != head:
+        raise ConfigError(
+            f"the database schema is at revision {current or 'none'} but cartd needs {head}:"
+            " run `cartd dbsync` first"
+        )
+
+
+def build_runtime(settings: Settings) -> Runtime:
     """Build everything; the runner is not started (see `Runtime.runner.start`)."""
+    if settings.broker_url:
+        raise ConfigError(
+            "celery.broker_url is set, but the distributed (Celery) runner is not available in"
+            " this version; unset it to run the embedded worker"
+        )
     volume = Volume(settings.volume_path)
     volume.prepare()
     engine = open_engine(settings)
-    if migrate_schema:
-        migrate.upgrade(engine)
+    try:
+        ensure_schema(engine)
+    except Exception:
+        engine.dispose()
+        raise
     store = CartStore(engine)
     archive = open_archive(
         settings.archive_url,

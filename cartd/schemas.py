@@ -16,7 +16,7 @@ from cartd.errors import InvalidRequest
 
 _UID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HEX = re.compile(r"[0-9a-fA-F]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 #: Algorithms whose hex digest has a fixed length (the SHAKEs need one given, so are left out).
 HASH_ALGORITHMS = frozenset(
@@ -138,6 +138,8 @@ def parse_cart_order(body: bytes) -> CartOrder:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("the request body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequest("the request body is nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidRequest("the request body must be a JSON object with a 'fileids' list")
     if "fileids" not in document:

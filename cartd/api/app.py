@@ -28,7 +28,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        built = runtime or build_runtime(settings, migrate_schema=True)
+        built = runtime or build_runtime(settings)
         app.state.runtime = built
         built.runner.start()
         log.info("cartd is serving carts from %s", settings.volume_path)

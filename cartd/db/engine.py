@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -30,7 +31,8 @@ _SCHEMES = {
 def database_url(configured: str | None, volume_path: Path) -> str:
     """The SQLAlchemy URL for a configured URL (peewee or SQLAlchemy form), or the default."""
     if not configured:
-        return f"sqlite:///{volume_path / 'cartd.sqlite3'}"
+        # Quoted: SQLAlchemy unquotes the database part, so '%' or '?' in the path survive.
+        return f"sqlite:///{quote(str(volume_path / 'cartd.sqlite3'), safe='/')}"
     scheme, sep, rest = configured.partition("://")
     if not sep:
         raise ConfigError(f"database.peewee_url: {configured!r} is not a URL")

@@ -21,8 +21,8 @@ def now() -> datetime:
 
 
 def _aware(value: datetime) -> datetime:
-    """SQLite and MySQL hand back naive datetimes; ours are all UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """SQLite and MySQL hand back naive datetimes, PostgreSQL its session's zone; ours are UTC."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _cart(row: CartRow) -> Cart:

@@ -117,27 +117,29 @@ class Pipeline:
         partial = self.volume.partial_path(cart.id, file.id)
         digest = hashlib.new(file.hashtype)
         received = 0
-        with self.archive.read(file.archive_id) as chunks, partial.open("wb") as out:
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if received != info.size:
+        try:
+            with self.archive.read(file.archive_id) as chunks, partial.open("wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if received != info.size:
+                raise TransientArchiveError(
+                    f"the archive sent {received} bytes of the {info.size} it announced"
+                )
+            if digest.hexdigest() != file.hashsum:
+                raise PermanentArchiveError(
+                    f"checksum mismatch: {file.hashtype} of the archive's bytes is"
+                    f" {digest.hexdigest()}, expected {file.hashsum}"
+                )
+            os.utime(partial, (info.mtime, info.mtime))
+            final = self.volume.file_path(cart.id, file.id)
+            self.volume.commit(partial, final)
+        except BaseException:
             partial.unlink(missing_ok=True)
-            raise TransientArchiveError(
-                f"the archive sent {received} bytes of the {info.size} it announced"
-            )
-        if digest.hexdigest() != file.hashsum:
-            partial.unlink(missing_ok=True)
-            raise PermanentArchiveError(
-                f"checksum mismatch: {file.hashtype} of the archive's bytes is"
-                f" {digest.hexdigest()}, expected {file.hashsum}"
-            )
-        os.utime(partial, (info.mtime, info.mtime))
-        final = self.volume.file_path(cart.id, file.id)
-        self.volume.commit(partial, final)
+            raise
         moved = self.store.move_file(
             file.id,
             FileStatus.STAGED,

@@ -1,0 +1,76 @@
+"""The `cartd` command as a newcomer and an operator meet it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ServerFactory, run_cartd
+from tests.support.cartd_server import wait_for_cart
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_cartd("--help", env={})
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+    assert "dbsync" in result.stdout
+    serve = run_cartd("serve", "--help", env={})
+    assert "--port" in serve.stdout
+    assert "--config" in serve.stdout
+
+
+def test_wrong_setting_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "LRU_BUFFER_TIME": "soon", "VOLUME_PATH": str(tmp_path)}
+    result = run_cartd("serve", "-p", "1", env=env)
+    assert result.returncode == 2
+    assert "cartd.lru_buffer_time (LRU_BUFFER_TIME)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_value_in_the_ini_file_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "cartd.ini"
+    config.write_text("[archiveinterface]\nurl = ftp://nowhere/\n")
+    result = run_cartd("dbsync", "-c", str(config), env={"HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "archiveinterface.url" in result.stderr
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    result = run_cartd("serve", "-c", str(tmp_path / "nope.ini"), env={"HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_serve_with_a_local_folder_archive(cartd_factory: ServerFactory, tmp_path: Path) -> None:
+    """The newcomer's first command: no archive service, just a folder of files."""
+    folder = tmp_path / "archive"
+    (folder / "runs").mkdir(parents=True)
+    data = b"measurement\n" * 1000
+    (folder / "runs" / "42.dat").write_bytes(data)
+    server = cartd_factory(f"file://{folder}")
+    fileids = [
+        {
+            "id": "runs/42.dat",
+            "path": "out/42.dat",
+            "hashtype": "blake2b",
+            "hashsum": hashlib.blake2b(data).hexdigest(),
+        },
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/first", json={"fileids": fileids}).status_code == 201
+        assert wait_for_cart(client, "first").headers["X-Pacifica-Status"] == "ready"
+        body = client.get("/first?filename=x").content
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            member = tar.extractfile("x/out/42.dat")
+            assert member is not None
+            assert member.read() == data
+
+        outside = [{"id": "../../etc/passwd", "path": "p", "hashtype": "md5", "hashsum": "0" * 32}]
+        client.post("/escape", json={"fileids": outside})
+        head = wait_for_cart(client, "escape")
+        assert head.status_code == 500
+        assert "outside the archive folder" in head.headers["X-Pacifica-Message"]

@@ -1,0 +1,88 @@
+"""Orders survive a crash: SIGKILL cartd mid-cart, start it again, the cart completes,
+and no file that was already verified is pulled from the archive a second time."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ServerFactory, entry, new_id
+from tests.support.cartd_server import wait_for_cart, wait_until
+from tests.support.fault_archive import FaultArchive, Faults
+
+
+def tar_files(data: bytes) -> dict[str, bytes]:
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for info in tar.getmembers():
+            handle = tar.extractfile(info) if info.isfile() else None
+            if handle is not None:
+                found[info.name] = handle.read()
+    return found
+
+
+def staged(url: str, uid: str) -> int:
+    return int(httpx.head(f"{url}/{uid}").headers.get("X-Pacifica-Files-Staged", "0"))
+
+
+def test_killed_server_resumes_without_pulling_verified_files_again(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "crashy"
+    quick = {f"quick/{i}.dat": f"quick {i}\n".encode() * (i + 1) for i in range(20)}
+    tape = {f"tape/{i}.dat": f"tape {i}\n".encode() * 50 for i in range(5)}
+    fileids, ids_of = [], {}
+    for path, data in {**quick, **tape}.items():
+        file_id = new_id()
+        faults = Faults(tape_seconds=3.0) if path.startswith("tape") else None
+        fault_archive.add(file_id, data, faults=faults)
+        fileids.append(entry(file_id, data, path, "sha256"))
+        ids_of[path] = file_id
+
+    server = cartd_factory(fault_archive.url, workdir=workdir)
+    uid = new_id("crash")
+    assert httpx.post(f"{server.url}/{uid}", json={"fileids": fileids}).status_code == 201
+    wait_until(lambda: staged(server.url, uid) >= len(quick), timeout=30)
+    assert staged(server.url, uid) == len(quick), "tape files cannot be staged yet"
+    server.kill()
+
+    restarted = cartd_factory(fault_archive.url, workdir=workdir)
+    with httpx.Client(base_url=restarted.url, timeout=30) as client:
+        head = wait_for_cart(client, uid, timeout=60)
+        assert head.headers["X-Pacifica-Status"] == "ready", head.headers
+        files = tar_files(client.get(f"/{uid}?filename=out").content)
+    assert files == {f"out/{path}": data for path, data in {**quick, **tape}.items()}
+    pulls = {path: fault_archive.count("GET", file_id) for path, file_id in ids_of.items()}
+    assert all(count == 1 for count in pulls.values()), pulls
+
+
+def test_kill_during_pulls_still_ends_with_a_correct_cart(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "crashy"
+    payload = {f"slow/{i}.bin": hashlib.sha512(str(i).encode()).digest() * 4000 for i in range(8)}
+    fileids = []
+    for path, data in payload.items():
+        file_id = new_id()
+        fault_archive.add(file_id, data, faults=Faults(delay_first=1, delay_seconds=0.5))
+        fileids.append(entry(file_id, data, path))
+    server = cartd_factory(fault_archive.url, workdir=workdir, CARTD_STAGE_WORKERS="2")
+    uid = new_id("crash")
+    httpx.post(f"{server.url}/{uid}", json={"fileids": fileids, "bundle": True})
+    wait_until(lambda: fault_archive.count("GET") >= 3, timeout=30)
+    server.kill()
+
+    restarted = cartd_factory(fault_archive.url, workdir=workdir, CARTD_STAGE_WORKERS="2")
+    with httpx.Client(base_url=restarted.url, timeout=30) as client:
+        head = wait_for_cart(client, uid, timeout=60)
+        assert head.headers["X-Pacifica-Status"] == "ready", head.headers
+        files = tar_files(client.get(f"/{uid}").content)
+    assert files == {f"{uid}/{path}": data for path, data in payload.items()}
+    in_flight_at_kill = 2
+    assert fault_archive.count("GET") <= len(payload) + in_flight_at_kill
+    partials = list((workdir / "volume").rglob("partial/*"))
+    assert partials == []

@@ -1,0 +1,126 @@
+"""Run `cartd serve` as a real process on a loopback port, the way an operator would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from tests.support.archive_interface import free_port
+
+#: Quick retries and polls so fault tests end in seconds, not minutes.
+FAST_POLICY = {
+    "CARTD_RETRY_INITIAL": "0.05",
+    "CARTD_RETRY_MAX": "0.2",
+    "CARTD_RETRY_ATTEMPTS": "5",
+    "CARTD_POLL_INITIAL": "0.05",
+    "CARTD_POLL_MAX": "0.5",
+    "CARTD_ARCHIVE_TIMEOUT": "5",
+}
+
+
+class CartdServer:
+    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+        self.workdir = workdir
+        self.env = dict(env)
+        self.port = 0
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "cartd.log"
+
+    def start(self, timeout: float = 30.0) -> CartdServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("CARTD_", "PEEWEE_", "VOLUME_", "ARCHIVE_INTERFACE"))
+        }
+        env.update({"HOME": str(self.workdir), **FAST_POLICY, **self.env})
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cartd", "serve", "-p", str(self.port)],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"cartd exited at start:\n{self.log()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.url + "/", timeout=1.0).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"cartd did not answer within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> CartdServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    """Poll `condition` until true; fail with a clear message past the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def wait_for_cart(client: httpx.Client, uid: str, timeout: float = 30.0) -> httpx.Response:
+    """HEAD the cart until it is no longer staging; return that last answer."""
+    last: list[httpx.Response] = []
+
+    def settled() -> bool:
+        response = client.head(f"/{uid}")
+        last[:] = [response]
+        return bool(response.headers.get("X-Pacifica-Status") != "staging")
+
+    try:
+        wait_until(settled, timeout)
+    except AssertionError:
+        raise AssertionError(
+            f"cart {uid} still staging after {timeout}s: {dict(last[0].headers)}"
+        ) from None
+    return last[0]

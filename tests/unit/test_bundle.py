@@ -1,0 +1,196 @@
+"""The tar layout: exact size known up front, a stream that tarfile (and so
+pacifica-downloader, which reads with mode 'r|') accepts, and no wrong byte sent."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cartd.bundle import Entry, Member, SourceChanged, iter_tar, layout, tar_size
+
+TOP = "data_2024_01_02"
+FOLDER_MTIME = 1_700_000_000
+LONG_NAME = "l" * 120 + ".txt"
+
+
+@dataclass(frozen=True)
+class Staged:
+    path: str
+    content: bytes
+    mtime: float
+
+
+FILES = (
+    Staged("top.txt", b"hello\n", 1_600_000_000),
+    Staged("dir/sub/nested.bin", bytes(range(256)) * 4 + b"tail", 1_600_000_001.9),
+    Staged(f"dir/{LONG_NAME}", b"long name", 1_600_000_002),
+    Staged("donn\u00e9es/caf\u00e9 \u65e5\u672c.txt", "\u00e9t\u00e9".encode(), 1_600_000_003),
+    Staged("dir/empty", b"", 1_600_000_004),
+    Staged("exact512.bin", b"\x01" * 512, 1_600_000_005),
+)
+
+EXPECTED_NAMES = [
+    TOP,
+    f"{TOP}/top.txt",
+    f"{TOP}/dir",
+    f"{TOP}/dir/sub",
+    f"{TOP}/dir/sub/nested.bin",
+    f"{TOP}/dir/{LONG_NAME}",
+    f"{TOP}/donn\u00e9es",
+    f"{TOP}/donn\u00e9es/caf\u00e9 \u65e5\u672c.txt",
+    f"{TOP}/dir/empty",
+    f"{TOP}/exact512.bin",
+]
+
+
+def stage(root: Path, files: tuple[Staged, ...] = FILES) -> list[Entry]:
+    """Write each file under a flat staging name, as the volume keeps them."""
+    root.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for number, staged in enumerate(files):
+        source = root / f"staged-{number}"
+        source.write_bytes(staged.content)
+        entries.append(Entry(staged.path, len(staged.content), staged.mtime, source))
+    return entries
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> list[Member]:
+    return layout(TOP, stage(tmp_path / "volume"), FOLDER_MTIME)
+
+
+def stream_read(data: bytes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """Read the tar front to back, as pacifica-downloader does."""
+    found: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        for info in tar:
+            content = None
+            if info.isfile():
+                handle = tar.extractfile(info)
+                assert handle is not None
+                content = handle.read()
+            found.append((info, content))
+    return found
+
+
+def test_layout_orders_folders_before_what_they_hold(members: list[Member]) -> None:
+    assert [m.name for m in members] == EXPECTED_NAMES
+    seen: set[str] = set()
+    for member in members:
+        parent = member.name.rpartition("/")[0]
+        assert not parent or parent in seen, member.name
+        seen.add(member.name)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 511, 512, 513, 4096, 1 << 20])
+def test_tar_size_is_the_exact_stream_length(members: list[Member], chunk_size: int) -> None:
+    data = b"".join(iter_tar(members, chunk_size))
+    assert tar_size(members) == len(data)
+    assert len(data) % 512 == 0
+
+
+def test_stream_is_the_same_whatever_the_chunk_size(members: list[Member]) -> None:
+    reference = b"".join(iter_tar(members, 1 << 20))
+    for chunk_size in (1, 7, 512, 1000, 65536):
+        assert b"".join(iter_tar(members, chunk_size)) == reference
+
+
+def test_stream_mode_reader_sees_every_folder_and_file(members: list[Member]) -> None:
+    found = stream_read(b"".join(iter_tar(members, 7)))
+    assert [info.name for info, _ in found] == EXPECTED_NAMES
+
+    top, _ = found[0]
+    assert top.isdir()
+    assert top.mtime == FOLDER_MTIME
+
+    by_name = {info.name: (info, content) for info, content in found}
+    for folder in (f"{TOP}/dir", f"{TOP}/dir/sub", f"{TOP}/donn\u00e9es"):
+        info, _ = by_name[folder]
+        assert info.isdir()
+        assert info.mtime == FOLDER_MTIME
+    for staged in FILES:
+        info, content = by_name[f"{TOP}/{staged.path}"]
+        assert info.isfile()
+        assert content == staged.content
+        assert info.size == len(staged.content)
+        assert info.mtime == int(staged.mtime)
+
+
+def test_random_access_reader_agrees(members: list[Member]) -> None:
+    data = b"".join(iter_tar(members, 512))
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        assert tar.getnames() == EXPECTED_NAMES
+        handle = tar.extractfile(f"{TOP}/dir/{LONG_NAME}")
+        assert handle is not None
+        assert handle.read() == b"long name"
+
+
+def test_layout_of_no_files_is_just_the_top_folder() -> None:
+    members = layout("empty-cart", [], FOLDER_MTIME)
+    data = b"".join(iter_tar(members, 512))
+    assert len(data) == tar_size(members)
+    assert [info.name for info, _ in stream_read(data)] == ["empty-cart"]
+
+
+@pytest.mark.parametrize("chunk_size", [512, 1000, 4096, 1 << 20])
+def test_chunks_are_joined_up_to_the_chunk_size(members: list[Member], chunk_size: int) -> None:
+    chunks = list(iter_tar(members, chunk_size))
+    assert all(chunks)
+    assert all(len(chunk) >= chunk_size for chunk in chunks[:-1])
+
+
+def test_many_small_files_are_not_sent_in_tiny_pieces(tmp_path: Path) -> None:
+    files = tuple(Staged(f"f{n:03}", b"x" * 10, 1_600_000_000) for n in range(200))
+    members = layout(TOP, stage(tmp_path, files), FOLDER_MTIME)
+    chunk_size = 64 * 1024
+    chunks = list(iter_tar(members, chunk_size))
+    total = tar_size(members)
+    assert sum(map(len, chunks)) == total
+    assert len(chunks) <= total // chunk_size + 1
+
+
+def test_truncated_source_raises_source_changed(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    nested = entries[1].source
+    nested.write_bytes(nested.read_bytes()[:100])
+    with pytest.raises(SourceChanged):
+        b"".join(iter_tar(members, 7))
+
+
+def test_source_emptied_raises_source_changed(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    entries[5].source.write_bytes(b"")
+    with pytest.raises(SourceChanged):
+        list(iter_tar(members, 1 << 20))
+
+
+@pytest.mark.parametrize("index", [0, 4], ids=["file", "empty-file"])
+def test_missing_source_raises_source_changed(tmp_path: Path, index: int) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    entries[index].source.unlink()
+    with pytest.raises(SourceChanged):
+        list(iter_tar(members, 512))
+
+
+def test_bytes_before_a_vanished_file_are_a_prefix_of_the_good_stream(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    good = b"".join(iter_tar(members, 7))
+    entries[3].source.unlink()
+    sent = bytearray()
+
+    def send_all() -> None:
+        for chunk in iter_tar(members, 7):
+            sent.extend(chunk)
+
+    with pytest.raises(SourceChanged):
+        send_all()
+    assert good.startswith(bytes(sent))
+    assert len(sent) < len(good)

@@ -1,0 +1,83 @@
+"""Header values built from text cartd does not control."""
+
+from __future__ import annotations
+
+from email.message import Message
+from urllib.parse import unquote
+
+import pytest
+
+from cartd.api.headers import content_disposition, header_text
+
+
+def parsed_filename(value: str) -> str | None:
+    """The file name a standards-following client reads from the header."""
+    message = Message()
+    message["Content-Disposition"] = value
+    return message.get_filename()
+
+
+@pytest.mark.parametrize("name", ["data.tar", "data", "data_2024_01_02_03_04_05.tar", "a-b+c.tar"])
+def test_plain_names_are_sent_as_the_original_does(name: str) -> None:
+    assert content_disposition(name) == f"attachment; filename={name}"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("my data.tar", 'attachment; filename="my data.tar"'),
+        ('say "hi".tar', 'attachment; filename="say \\"hi\\".tar"'),
+        ("a;b.tar", 'attachment; filename="a;b.tar"'),
+        ("back\\slash.tar", 'attachment; filename="back\\\\slash.tar"'),
+    ],
+)
+def test_names_needing_quotes_are_quoted(name: str, expected: str) -> None:
+    value = content_disposition(name)
+    assert value == expected
+    assert parsed_filename(value) == name
+
+
+@pytest.mark.parametrize("name", ["caf\u00e9.tar", "\u65e5\u672c \u8a9e.tar", "\u00e9'%.tar"])
+def test_non_ascii_names_get_filename_star_and_ascii_fallback(name: str) -> None:
+    value = content_disposition(name)
+    assert value.isascii()
+    assert value.startswith('attachment; filename="')
+    fallback = value.split('filename="', 1)[1].split('"', 1)[0]
+    assert fallback.isascii()
+    assert "?" in fallback
+    star = value.split("filename*=", 1)[1]
+    assert star.startswith("UTF-8''")
+    encoded = star.removeprefix("UTF-8''")
+    assert all(c.isalnum() or c in "%-._~" for c in encoded), encoded
+    assert unquote(encoded, encoding="utf-8") == name
+
+
+def test_filename_star_example() -> None:
+    assert content_disposition("caf\u00e9.tar") == (
+        "attachment; filename=\"caf?.tar\"; filename*=UTF-8''caf%C3%A9.tar"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("No Space Available", "No Space Available"),
+        ("line one\r\nline two", "line one line two"),
+        ("bad\nheader: injected", "bad header: injected"),
+        ("nul\x00here", "nul here"),
+        ("caf\u00e9", "caf\u00e9"),
+        ("\u65e5\u672c file", "?? file"),
+        ("emoji \U0001f600", "emoji ?"),
+    ],
+)
+def test_header_text_is_one_latin1_line(text: str, expected: str) -> None:
+    result = header_text(text)
+    assert result == expected
+    assert "\r" not in result
+    assert "\n" not in result
+    result.encode("latin-1")
+
+
+def test_header_text_is_limited() -> None:
+    assert header_text("x" * 5000) == "x" * 1024
+    assert header_text("abcdef", limit=3) == "abc"
