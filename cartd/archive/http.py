@@ -85,7 +85,15 @@ class PacificaArchive:
         self._request("POST", file_id)
 
     def status(self, file_id: str) -> ArchiveFile:
-        response = self._request("HEAD", file_id)
+        try:
+            response = self._request("HEAD", file_id)
+        except TransientArchiveError as exc:
+            # A HEAD answer has no body, so a failed one cannot say why; a stage request
+            # for the same file fails with the archive's own words (e.g. no such file).
+            if "archive answered 5" not in exc.message:
+                raise
+            self._request("POST", file_id)
+            raise
         headers = response.headers
         try:
             size = int(headers["X-Content-Length"])

@@ -51,10 +51,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Execution option marking a transaction that will write (see `_sqlite_begin`).
+WRITES = "cartd_writes"
+
+
 def _sqlite_begin(connection: Any) -> None:
-    # Take the write lock up front: a deferred transaction that reads then writes fails
-    # at once with "database is locked" when another writer got in between.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A transaction that will write takes the write lock up front: a deferred one that
+    # reads then writes fails at once with "database is locked" when another writer got
+    # in between. Read-only transactions stay deferred so they never wait for writers.
+    writes = connection.get_execution_options().get(WRITES, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:

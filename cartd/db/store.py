@@ -1,19 +1,31 @@
 """Every query cartd runs. Status changes are conditional updates guarded by the transitions
-in `cartd.status`, so two workers racing for the same change cannot both win it."""
+in `cartd.status`, so two workers racing for the same change cannot both win it.
+
+Queries use SQLAlchemy Core on the tables the ORM models declare: the pipeline
+runs several per file, and Core's cached statements cost a fraction of ORM
+entity loading.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, case, delete, func, insert, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, Row, Table, case, func, select
+from sqlalchemy.sql import ColumnElement
 
+from cartd.db.engine import WRITES
 from cartd.db.models import CartRow, FileRow
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
+
+carts = cast(Table, CartRow.__table__)
+files = cast(Table, FileRow.__table__)
+
+_ACTIVE = [status.value for status in CartStatus if status.is_active]
 
 
 def now() -> datetime:
@@ -25,21 +37,23 @@ def _aware(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _cart(row: CartRow) -> Cart:
+def _cart(row: Row[Any], prefix: str = "") -> Cart:
+    """A cart from a row; `prefix` picks its columns out of a joined row."""
+    value = row._mapping
     return Cart(
-        id=row.id,
-        uid=row.uid,
-        status=CartStatus(row.status),
-        bundle=row.bundle,
-        error=row.error,
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
-        last_used_at=_aware(row.last_used_at),
-        bundle_size=row.bundle_size,
+        id=value[prefix + "id"],
+        uid=value[prefix + "uid"],
+        status=CartStatus(value[prefix + "status"]),
+        bundle=bool(value[prefix + "bundle"]),
+        error=value[prefix + "error"],
+        created_at=_aware(value[prefix + "created_at"]),
+        updated_at=_aware(value[prefix + "updated_at"]),
+        last_used_at=_aware(value[prefix + "last_used_at"]),
+        bundle_size=value[prefix + "bundle_size"],
     )
 
 
-def _file(row: FileRow) -> CartFile:
+def _file(row: Row[Any]) -> CartFile:
     return CartFile(
         id=row.id,
         cart_id=row.cart_id,
@@ -56,35 +70,52 @@ def _file(row: FileRow) -> CartFile:
     )
 
 
+def _cart_is_active(cart_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    return select(carts.c.id).where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE)).exists()
+
+
 class CartStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._writer = engine.execution_options(**{WRITES: True})
 
-    def _session(self) -> Session:
-        return self._sessions()
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A transaction that writes; on SQLite it takes the write lock at BEGIN."""
+        with self._writer.begin() as connection:
+            yield connection
+
+    # -- carts ---------------------------------------------------------------------------
 
     def create_cart(
-        self, uid: str, bundle: bool, files: Sequence[FileOrder]
+        self, uid: str, bundle: bool, orders: Sequence[FileOrder]
     ) -> tuple[Cart, list[int]]:
         """Store a cart and its files in one transaction; return it and its file ids in order."""
         stamp = now()
-        with self._session() as session, session.begin():
-            row = CartRow(
-                uid=uid,
-                status=CartStatus.WAITING.value,
-                bundle=bundle,
-                created_at=stamp,
-                updated_at=stamp,
-                last_used_at=stamp,
+        with self._writing() as connection:
+            result = connection.execute(
+                carts.insert().values(
+                    uid=uid,
+                    status=CartStatus.WAITING.value,
+                    bundle=bundle,
+                    created_at=stamp,
+                    updated_at=stamp,
+                    last_used_at=stamp,
+                )
             )
-            session.add(row)
-            session.flush()
-            session.execute(
-                insert(FileRow),
+            key = result.inserted_primary_key
+            assert key is not None
+            cart_id = int(key[0])
+            connection.execute(
+                files.insert(),
                 [
                     {
-                        "cart_id": row.id,
+                        "cart_id": cart_id,
                         "archive_id": order.archive_id,
                         "path": order.path,
                         "hashtype": order.hashtype,
@@ -94,76 +125,124 @@ class CartStore:
                         "polls": 0,
                         "updated_at": stamp,
                     }
-                    for order in files
+                    for order in orders
                 ],
             )
             file_ids = list(
-                session.scalars(
-                    select(FileRow.id).where(FileRow.cart_id == row.id).order_by(FileRow.id)
+                connection.scalars(
+                    select(files.c.id).where(files.c.cart_id == cart_id).order_by(files.c.id)
                 )
             )
+            row = connection.execute(select(carts).where(carts.c.id == cart_id)).one()
             return _cart(row), file_ids
 
     def latest_cart(self, uid: str) -> Cart | None:
         """The newest live cart of that uid: the one HEAD and GET act on."""
-        with self._session() as session:
-            row = session.scalars(
-                select(CartRow)
-                .where(CartRow.uid == uid, CartRow.status != CartStatus.DELETED.value)
-                .order_by(CartRow.id.desc())
+        with self._reading() as connection:
+            row = connection.execute(
+                select(carts)
+                .where(carts.c.uid == uid, carts.c.status != CartStatus.DELETED.value)
+                .order_by(carts.c.id.desc())
                 .limit(1)
             ).first()
             return _cart(row) if row else None
 
     def get_cart(self, cart_id: int) -> Cart | None:
-        with self._session() as session:
-            row = session.get(CartRow, cart_id)
+        with self._reading() as connection:
+            row = connection.execute(select(carts).where(carts.c.id == cart_id)).first()
             return _cart(row) if row else None
-
-    def get_file(self, file_id: int) -> CartFile | None:
-        with self._session() as session:
-            row = session.get(FileRow, file_id)
-            return _file(row) if row else None
-
-    def files_of(self, cart_id: int) -> list[CartFile]:
-        with self._session() as session:
-            rows = session.scalars(
-                select(FileRow).where(FileRow.cart_id == cart_id).order_by(FileRow.id)
-            )
-            return [_file(row) for row in rows]
-
-    def progress(self, cart_id: int) -> Progress:
-        staged = FileRow.status == FileStatus.STAGED.value
-        size = func.coalesce(FileRow.size, 0)
-        with self._session() as session:
-            total, done, size_total, size_done = session.execute(
-                select(
-                    func.count(FileRow.id),
-                    func.coalesce(func.sum(case((staged, 1), else_=0)), 0),
-                    func.coalesce(func.sum(size), 0),
-                    func.coalesce(func.sum(case((staged, size), else_=0)), 0),
-                ).where(FileRow.cart_id == cart_id)
-            ).one()
-            return Progress(int(total), int(done), int(size_total), int(size_done))
 
     def move_cart(self, cart_id: int, to: CartStatus, **fields: Any) -> bool:
         """Change a cart's status if the transition is allowed from where it is now."""
         sources = [status.value for status in cart_sources(to)]
-        with self._session() as session, session.begin():
-            result = session.execute(
-                update(CartRow)
-                .where(CartRow.id == cart_id, CartRow.status.in_(sources))
+        with self._writing() as connection:
+            result = connection.execute(
+                carts.update()
+                .where(carts.c.id == cart_id, carts.c.status.in_(sources))
                 .values(status=to.value, updated_at=now(), **fields)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)
 
     def update_cart(self, cart_id: int, **fields: Any) -> None:
-        with self._session() as session, session.begin():
-            session.execute(update(CartRow).where(CartRow.id == cart_id).values(**fields))
+        with self._writing() as connection:
+            connection.execute(carts.update().where(carts.c.id == cart_id).values(**fields))
 
     def touch(self, cart_id: int) -> None:
         """A download counts as use, for eviction by least recent use."""
         self.update_cart(cart_id, last_used_at=now())
+
+    def delete_uid(self, uid: str) -> list[int]:
+        """Make every live cart of a uid gone; return their ids so their files can go too."""
+        with self._writing() as connection:
+            ids = list(
+                connection.scalars(
+                    select(carts.c.id).where(
+                        carts.c.uid == uid, carts.c.status != CartStatus.DELETED.value
+                    )
+                )
+            )
+            if ids:
+                connection.execute(
+                    carts.update()
+                    .where(carts.c.id.in_(ids))
+                    .values(status=CartStatus.DELETED.value, updated_at=now())
+                )
+            return ids
+
+    def forget(self, cart_id: int) -> None:
+        """Drop a deleted cart's rows for good, once its files are gone from the volume."""
+        with self._writing() as connection:
+            connection.execute(files.delete().where(files.c.cart_id == cart_id))
+            connection.execute(carts.delete().where(carts.c.id == cart_id))
+
+    def carts_older_than(self, age: timedelta) -> list[Cart]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(carts).where(
+                    carts.c.status != CartStatus.DELETED.value,
+                    carts.c.last_used_at < now() - age,
+                )
+            )
+            return [_cart(row) for row in rows]
+
+    # -- files ---------------------------------------------------------------------------
+
+    def load_step(self, file_id: int) -> tuple[CartFile, Cart] | None:
+        """A file and its cart, in one query: what every pipeline step starts from."""
+        cart_columns = [column.label(f"cart__{column.name}") for column in carts.c]
+        with self._reading() as connection:
+            row = connection.execute(
+                select(files, *cart_columns)
+                .join(carts, carts.c.id == files.c.cart_id)
+                .where(files.c.id == file_id)
+            ).first()
+        return (_file(row), _cart(row, prefix="cart__")) if row else None
+
+    def get_file(self, file_id: int) -> CartFile | None:
+        with self._reading() as connection:
+            row = connection.execute(select(files).where(files.c.id == file_id)).first()
+            return _file(row) if row else None
+
+    def files_of(self, cart_id: int) -> list[CartFile]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(files).where(files.c.cart_id == cart_id).order_by(files.c.id)
+            )
+            return [_file(row) for row in rows]
+
+    def progress(self, cart_id: int) -> Progress:
+        staged = files.c.status == FileStatus.STAGED.value
+        size = func.coalesce(files.c.size, 0)
+        with self._reading() as connection:
+            total, done, size_total, size_done = connection.execute(
+                select(
+                    func.count(files.c.id),
+                    func.coalesce(func.sum(case((staged, 1), else_=0)), 0),
+                    func.coalesce(func.sum(size), 0),
+                    func.coalesce(func.sum(case((staged, size), else_=0)), 0),
+                ).where(files.c.cart_id == cart_id)
+            ).one()
+            return Progress(int(total), int(done), int(size_total), int(size_done))
 
     def move_file(
         self,
@@ -173,52 +252,45 @@ class CartStore:
         expect: Iterable[FileStatus] | None = None,
         **fields: Any,
     ) -> bool:
-        """Update a file's row, only if it is still in one of `expect` (default: may go `to`)."""
+        """Update a file's row if it is still in one of `expect` (default: the statuses that
+        may go `to`) and its cart is still being worked on."""
+        with self._writing() as connection:
+            return self._move_file(connection, file_id, to, expect, fields)
+
+    @staticmethod
+    def _move_file(
+        connection: Connection,
+        file_id: int,
+        to: FileStatus | None,
+        expect: Iterable[FileStatus] | None,
+        fields: dict[str, Any],
+    ) -> bool:
         if expect is None:
             expect = file_sources(to) if to else ()
         values: dict[str, Any] = {"updated_at": now(), **fields}
         if to is not None:
             values["status"] = to.value
-        with self._session() as session, session.begin():
-            result = session.execute(
-                update(FileRow)
-                .where(FileRow.id == file_id, FileRow.status.in_([s.value for s in expect]))
-                .values(**values)
+        result = connection.execute(
+            files.update()
+            .where(
+                files.c.id == file_id,
+                files.c.status.in_([status.value for status in expect]),
+                _cart_is_active(files.c.cart_id),
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            .values(**values)
+        )
+        return bool(result.rowcount)
 
     def all_staged(self, cart_id: int) -> bool:
-        with self._session() as session:
-            pending = session.scalar(
-                select(func.count(FileRow.id)).where(
-                    FileRow.cart_id == cart_id, FileRow.status != FileStatus.STAGED.value
+        with self._reading() as connection:
+            pending = connection.scalar(
+                select(func.count(files.c.id)).where(
+                    files.c.cart_id == cart_id, files.c.status != FileStatus.STAGED.value
                 )
             )
             return pending == 0
 
-    def delete_uid(self, uid: str) -> list[int]:
-        """Make every live cart of a uid gone; return their ids so their files can go too."""
-        with self._session() as session, session.begin():
-            ids = list(
-                session.scalars(
-                    select(CartRow.id).where(
-                        CartRow.uid == uid, CartRow.status != CartStatus.DELETED.value
-                    )
-                )
-            )
-            if ids:
-                session.execute(
-                    update(CartRow)
-                    .where(CartRow.id.in_(ids))
-                    .values(status=CartStatus.DELETED.value, updated_at=now())
-                )
-            return ids
-
-    def forget(self, cart_id: int) -> None:
-        """Drop a deleted cart's rows for good, once its files are gone from the volume."""
-        with self._session() as session, session.begin():
-            session.execute(delete(FileRow).where(FileRow.cart_id == cart_id))
-            session.execute(delete(CartRow).where(CartRow.id == cart_id))
+    # -- recovery ------------------------------------------------------------------------
 
     def unfinished(self) -> tuple[list[tuple[int, float | None]], list[int], list[int]]:
         """Work a restarted process must pick up again.
@@ -227,39 +299,28 @@ class CartStore:
         every file is staged but which never became ready, and deleted carts whose files
         may still be on the volume.
         """
-        active = [s.value for s in CartStatus if s.is_active]
         open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
-        with self._session() as session:
-            files = [
-                (file_id, due)
-                for file_id, due in session.execute(
-                    select(FileRow.id, FileRow.next_attempt_at)
-                    .join(CartRow, CartRow.id == FileRow.cart_id)
-                    .where(CartRow.status.in_(active), FileRow.status.in_(open_files))
-                    .order_by(FileRow.id)
+        with self._reading() as connection:
+            due = [
+                (int(file_id), next_at)
+                for file_id, next_at in connection.execute(
+                    select(files.c.id, files.c.next_attempt_at)
+                    .join(carts, carts.c.id == files.c.cart_id)
+                    .where(carts.c.status.in_(_ACTIVE), files.c.status.in_(open_files))
+                    .order_by(files.c.id)
                 )
             ]
             not_done = (
-                select(FileRow.id)
-                .where(FileRow.cart_id == CartRow.id, FileRow.status != FileStatus.STAGED.value)
+                select(files.c.id)
+                .where(files.c.cart_id == carts.c.id, files.c.status != FileStatus.STAGED.value)
                 .exists()
             )
             finishing = list(
-                session.scalars(select(CartRow.id).where(CartRow.status.in_(active), ~not_done))
+                connection.scalars(select(carts.c.id).where(carts.c.status.in_(_ACTIVE), ~not_done))
             )
             deleted = list(
-                session.scalars(
-                    select(CartRow.id).where(CartRow.status == CartStatus.DELETED.value)
+                connection.scalars(
+                    select(carts.c.id).where(carts.c.status == CartStatus.DELETED.value)
                 )
             )
-            return files, finishing, deleted
-
-    def carts_older_than(self, age: timedelta) -> list[Cart]:
-        with self._session() as session:
-            rows = session.scalars(
-                select(CartRow).where(
-                    CartRow.status != CartStatus.DELETED.value,
-                    CartRow.last_used_at < now() - age,
-                )
-            )
-            return [_cart(row) for row in rows]
+            return due, finishing, deleted

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 Task = tuple[str, int]
 
+#: Seconds before a step that raised (rather than returning a delay) runs again.
+RETRY_BROKEN = 5.0
+
 
 class EmbeddedRunner:
     def __init__(self, pipeline: Pipeline, store: CartStore, volume: Volume, workers: int) -> None:
@@ -110,7 +113,10 @@ class EmbeddedRunner:
             try:
                 delay = steps[kind](ident)
             except Exception:
-                log.exception("step %s %d failed unexpectedly", kind, ident)
+                # Most likely the database is unreachable. The step is not dropped: the
+                # cart would wait forever. It is tried again later, and logged each time.
+                log.exception("step %s %d failed; trying again in %.0fs", kind, ident, RETRY_BROKEN)
+                delay = RETRY_BROKEN
             finally:
                 with self._cond:
                     self._pending.discard(task)
@@ -121,3 +127,4 @@ class EmbeddedRunner:
 
     def _finish(self, cart_id: int) -> None:
         self.pipeline.finish(cart_id)
+        return None

@@ -368,3 +368,19 @@ def test_volume_keeps_files_by_id_not_by_requested_path(
     wait_for_cart(client, uid)
     volume = Path(ai_server.workdir / "vol")
     assert not list(volume.rglob("with spaces.txt"))
+
+
+def test_carts_posted_together_all_become_ready(client: httpx.Client, store_files: Store) -> None:
+    """Files of one cart verified at the same moment must still make the cart ready once."""
+    carts = {}
+    for index in range(10):
+        files = {f"run{index}/{n}.dat": f"{index}:{n}\n".encode() * 64 for n in range(8)}
+        carts[new_id(f"many{index}")] = (files, store_files(files))
+    for uid, (_, fileids) in carts.items():
+        assert post(client, uid, fileids).status_code == 201
+    for uid, (files, _) in carts.items():
+        head = wait_for_cart(client, uid)
+        assert head.headers["X-Pacifica-Status"] == "ready", head.headers
+        assert head.headers["X-Pacifica-Files-Staged"] == "8"
+        got = contents(client.get(f"/{uid}?filename=t").content)
+        assert got == {f"t/{path}": data for path, data in files.items()}
