@@ -22,6 +22,7 @@ class CartFile:
     attempts: int
     polls: int
     error: str | None
+    on_disk: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Cart:
     updated_at: datetime
     last_used_at: datetime
     bundle_size: int | None
+    reserved_bytes: int | None = None
+    download_lease_until: float | None = None
 
 
 @dataclass(frozen=True)

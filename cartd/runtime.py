@@ -11,6 +11,7 @@ from cartd.archive import Archive, open_archive
 from cartd.config import Settings
 from cartd.db import migrate
 from cartd.db.engine import database_url, make_engine, wait_for_database
+from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.errors import ConfigError
 from cartd.service.backoff import Backoff
@@ -28,6 +29,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     store: CartStore
+    space: SpaceLedger
     volume: Volume
     archive: Archive
     pipeline: Pipeline
@@ -89,8 +91,12 @@ def build_runtime(settings: Settings) -> Runtime:
         retry_attempts=settings.retry_attempts,
         poll=Backoff(settings.poll_initial, 1.5, settings.poll_max),
         chunk_size=settings.transfer_size,
+        volume_limit=settings.volume_size_limit,
+        lru_purge=settings.lru_purge,
+        lru_buffer_time=settings.lru_buffer_time,
     )
-    pipeline = Pipeline(store, volume, archive, policy)
+    space = SpaceLedger(engine)
+    pipeline = Pipeline(store, space, volume, archive, policy)
     runner = EmbeddedRunner(pipeline, store, volume, settings.stage_workers)
     carts = CartService(
         store,
@@ -99,4 +105,4 @@ def build_runtime(settings: Settings) -> Runtime:
         bundle_default=settings.bundle_task,
         chunk_size=settings.transfer_size,
     )
-    return Runtime(settings, engine, store, volume, archive, pipeline, runner, carts)
+    return Runtime(settings, engine, store, space, volume, archive, pipeline, runner, carts)

@@ -21,6 +21,10 @@ class Volume:
     def prepare(self) -> None:
         self.carts.mkdir(parents=True, exist_ok=True)
 
+    def free_bytes(self) -> int:
+        """Free space of the volume's filesystem, as an unprivileged writer sees it."""
+        return shutil.disk_usage(self.root).free
+
     def cart_dir(self, cart_id: int) -> Path:
         return self.carts / str(cart_id)
 

@@ -24,6 +24,10 @@ class CartRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     bundle_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: Bytes of the volume this cart holds for itself; NULL until granted.
+    reserved_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: Unix time until which a download is under way; such a cart is never evicted.
+    download_lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class FileRow(Base):
@@ -38,8 +42,18 @@ class FileRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     mtime: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: What the archive's last HEAD said: readable now (True) or on tape (False).
+    on_disk: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     polls: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class VolumeLockRow(Base):
+    """One row, locked by every space reservation so that two cannot interleave."""
+
+    __tablename__ = "volume_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

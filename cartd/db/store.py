@@ -50,6 +50,8 @@ def _cart(row: Row[Any], prefix: str = "") -> Cart:
         updated_at=_aware(value[prefix + "updated_at"]),
         last_used_at=_aware(value[prefix + "last_used_at"]),
         bundle_size=value[prefix + "bundle_size"],
+        reserved_bytes=value[prefix + "reserved_bytes"],
+        download_lease_until=value[prefix + "download_lease_until"],
     )
 
 
@@ -67,6 +69,7 @@ def _file(row: Row[Any]) -> CartFile:
         attempts=row.attempts,
         polls=row.polls,
         error=row.error,
+        on_disk=row.on_disk,
     )
 
 
@@ -280,6 +283,79 @@ class CartStore:
             .values(**values)
         )
         return bool(result.rowcount)
+
+    def all_sized(self, cart_id: int) -> bool:
+        """The archive has told us the size of every file of the cart."""
+        with self._reading() as connection:
+            unknown = connection.scalar(
+                select(func.count(files.c.id)).where(
+                    files.c.cart_id == cart_id, files.c.size.is_(None)
+                )
+            )
+            return unknown == 0
+
+    def parked_for_space(self, cart_id: int) -> list[int]:
+        """Files on disk at the archive that wait for their cart's reservation."""
+        with self._reading() as connection:
+            return list(
+                connection.scalars(
+                    select(files.c.id).where(
+                        files.c.cart_id == cart_id,
+                        files.c.status.in_([FileStatus.WAITING.value, FileStatus.STAGING.value]),
+                        files.c.on_disk.is_(True),
+                    )
+                )
+            )
+
+    def reset_failed(self, cart_id: int) -> list[int]:
+        """Put a failed cart's failed files back to the start; return the files to drive."""
+        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
+        with self._writing() as connection:
+            connection.execute(
+                files.update()
+                .where(files.c.cart_id == cart_id, files.c.status == FileStatus.ERROR.value)
+                .values(
+                    status=FileStatus.WAITING.value,
+                    attempts=0,
+                    polls=0,
+                    error=None,
+                    on_disk=None,
+                    next_attempt_at=None,
+                    updated_at=now(),
+                )
+            )
+            return list(
+                connection.scalars(
+                    select(files.c.id)
+                    .where(files.c.cart_id == cart_id, files.c.status.in_(open_files))
+                    .order_by(files.c.id)
+                )
+            )
+
+    def live_carts(self) -> list[Cart]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(carts).where(carts.c.status != CartStatus.DELETED.value).order_by(carts.c.id)
+            )
+            return [_cart(row) for row in rows]
+
+    def carts_of(self, uid: str) -> list[Cart]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(carts)
+                .where(carts.c.uid == uid, carts.c.status != CartStatus.DELETED.value)
+                .order_by(carts.c.id)
+            )
+            return [_cart(row) for row in rows]
+
+    def lease_download(self, cart_id: int, until: float) -> None:
+        """Mark a download under way until `until`, so eviction leaves the cart alone."""
+        with self._writing() as connection:
+            connection.execute(
+                carts.update()
+                .where(carts.c.id == cart_id)
+                .values(download_lease_until=until, last_used_at=now())
+            )
 
     def all_staged(self, cart_id: int) -> bool:
         with self._reading() as connection:

@@ -20,15 +20,18 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cartd.archive.base import Archive, ArchiveFile
 from cartd.bundle import iter_tar, tar_size
+from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.errors import PermanentArchiveError, TransientArchiveError
 from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
 from cartd.service.layout import cart_members
+from cartd.service.space import NO_SPACE
 from cartd.status import CartStatus, FileStatus
 from cartd.storage import Volume
 
@@ -43,16 +46,31 @@ class PipelinePolicy:
     retry_attempts: int
     poll: Backoff
     chunk_size: int
+    volume_limit: int | None = None
+    lru_purge: bool = True
+    lru_buffer_time: float = 0.0
+
+
+def _no_wake(file_ids: Iterable[int]) -> None:
+    return None
 
 
 class Pipeline:
     def __init__(
-        self, store: CartStore, volume: Volume, archive: Archive, policy: PipelinePolicy
+        self,
+        store: CartStore,
+        space: SpaceLedger,
+        volume: Volume,
+        archive: Archive,
+        policy: PipelinePolicy,
     ) -> None:
         self.store = store
+        self.space = space
         self.volume = volume
         self.archive = archive
         self.policy = policy
+        #: Set by the runner: run these files' steps now (files parked until space was had).
+        self.wake: Callable[[Iterable[int]], None] = _no_wake
 
     # -- the file step -------------------------------------------------------------------
 
@@ -92,7 +110,7 @@ class Pipeline:
         if self._verified_before_crash(cart, file):
             self._finish_if_complete(cart.id)
             return None
-        info = self.archive.status(file.archive_id)
+        info = self._where_is(file)
         if not info.on_disk:
             if file.status is FileStatus.WAITING:
                 self.archive.stage(file.archive_id)
@@ -103,10 +121,13 @@ class Pipeline:
                 expect=_OPEN,
                 size=info.size,
                 mtime=info.mtime,
+                on_disk=False,
                 polls=file.polls + 1,
                 attempts=0,
                 next_attempt_at=time.time() + delay,
             )
+            if cart.reserved_bytes is None:
+                self._reserve(cart)  # its size is known now: it may complete the picture
             log.info(
                 "cart %s: file %s on %s, asking again in %.1fs",
                 cart.uid,
@@ -115,8 +136,72 @@ class Pipeline:
                 delay,
             )
             return delay
+        if cart.reserved_bytes is None:
+            if file.on_disk is not True:
+                self.store.move_file(
+                    file.id, expect=_OPEN, size=info.size, mtime=info.mtime, on_disk=True
+                )
+            if not self._reserve(cart):
+                return None
         self._pull(cart, file, info)
         return None
+
+    def _where_is(self, file: CartFile) -> ArchiveFile:
+        """What the archive says of the file; a file seen on disk is not asked about again
+        (a failed pull forgets that, so the retry asks afresh)."""
+        if file.on_disk and file.size is not None and file.mtime is not None:
+            return ArchiveFile(size=file.size, mtime=file.mtime, on_disk=True)
+        return self.archive.status(file.archive_id)
+
+    # -- space ---------------------------------------------------------------------------
+
+    def _reserve(self, cart: Cart) -> bool:
+        """Hold the cart's bytes on the volume before any is pulled; True once held.
+
+        Sizes come from the archive's HEAD, so the reservation waits until every file
+        has been asked about; the file that completes that picture makes it, and wakes
+        the files parked meanwhile.
+        """
+        if not self.store.all_sized(cart.id):
+            return False
+        need = self._bytes_needed(cart)
+        plan = self.space.reserve(
+            cart.id,
+            need,
+            free_bytes=self.volume.free_bytes(),
+            limit=self.policy.volume_limit,
+            evict=self.policy.lru_purge,
+            spare_seconds=self.policy.lru_buffer_time,
+        )
+        if plan is None:  # decided by another step meanwhile
+            current = self.store.get_cart(cart.id)
+            return bool(current and current.status.is_active and current.reserved_bytes)
+        for evicted in plan.evict:
+            self.volume.remove_cart(evicted)
+            self.store.forget(evicted)
+        if plan.evict:
+            log.info(
+                "cart %s: evicted %d least recently used carts (%d bytes) to make room",
+                cart.uid,
+                len(plan.evict),
+                plan.frees,
+            )
+        if not plan.granted:
+            why = "bigger than the whole volume" if plan.too_big else "volume full"
+            log.warning("cart %s: %s needed, %s", cart.uid, need, why)
+            self.store.move_cart(cart.id, CartStatus.ERROR, error=NO_SPACE)
+            self.volume.remove_cart(cart.id)
+            return False
+        log.info("cart %s: reserved %d bytes", cart.uid, need)
+        self.wake(self.store.parked_for_space(cart.id))
+        return True
+
+    def _bytes_needed(self, cart: Cart) -> int:
+        files = self.store.files_of(cart.id)
+        need = sum(file.size or 0 for file in files)
+        if cart.bundle:
+            need += tar_size(cart_members(cart, files, self.volume, top=cart.uid))
+        return need
 
     def _pull(self, cart: Cart, file: CartFile, info: ArchiveFile) -> None:
         partial = self.volume.partial_path(cart.id, file.id)
@@ -211,6 +296,7 @@ class Pipeline:
             expect=_OPEN,
             attempts=attempts,
             error=cause,
+            on_disk=None,
             next_attempt_at=time.time() + delay,
         )
         return delay

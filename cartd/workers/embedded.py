@@ -3,8 +3,9 @@
 A few threads take due steps from one timed queue. A step that must wait (a
 file on tape, a retry after a fault) is put back with its due time instead of
 sleeping, so waiting files never hold a thread. The queue itself is not
-durable and need not be: every fact lives in the database, and `start` rebuilds
-the queue from it.
+durable and need not be: every fact lives in the database. `start` rebuilds the
+queue from it, and a sweep every few seconds picks up work this process was
+not told about (a `cartd fixit` run from a shell, another API process).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from cartd.db.store import CartStore
 from cartd.service.pipeline import Pipeline
@@ -29,41 +30,63 @@ RETRY_BROKEN = 5.0
 
 
 class EmbeddedRunner:
-    def __init__(self, pipeline: Pipeline, store: CartStore, volume: Volume, workers: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: CartStore,
+        volume: Volume,
+        workers: int,
+        sweep_interval: float = 5.0,
+    ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.volume = volume
         self.workers = workers
+        self.sweep_interval = sweep_interval
         self._queue: list[tuple[float, int, Task]] = []
-        self._pending: set[Task] = set()
-        self._busy = 0
+        self._queued: set[Task] = set()
+        self._running: set[Task] = set()
+        self._rerun: set[Task] = set()  # submitted again while running: run once more
         self._order = itertools.count()
         self._cond = threading.Condition()
-        self._stopping = False
+        self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        pipeline.wake = self.submit_files
 
     def submit_file(self, file_id: int, delay: float = 0.0) -> None:
         self._push(("file", file_id), delay)
+
+    def submit_files(self, file_ids: Iterable[int]) -> None:
+        for file_id in file_ids:
+            self._push(("file", file_id), 0.0)
 
     def submit_finish(self, cart_id: int) -> None:
         self._push(("finish", cart_id), 0.0)
 
     def _push(self, task: Task, delay: float) -> None:
         with self._cond:
-            if task in self._pending:
+            if task in self._running:
+                self._rerun.add(task)
                 return
-            self._pending.add(task)
+            if task in self._queued:
+                return
+            self._queued.add(task)
             heapq.heappush(self._queue, (time.monotonic() + delay, next(self._order), task))
             self._cond.notify()
 
     def start(self) -> None:
-        self._recover()
+        self.sweep()
         for index in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"cartd-worker-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._spawn(self._work, f"cartd-worker-{index}")
+        self._spawn(self._sweep_forever, "cartd-sweeper")
 
-    def _recover(self) -> None:
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def sweep(self) -> None:
+        """Queue whatever the database says is unfinished; queued work is not doubled."""
         files, finishing, deleted = self.store.unfinished()
         for cart_id in deleted:
             self.volume.remove_cart(cart_id)
@@ -73,14 +96,17 @@ class EmbeddedRunner:
             self.submit_file(file_id, max(0.0, (due or wall) - wall))
         for cart_id in finishing:
             self.submit_finish(cart_id)
-        if files or finishing:
-            log.info(
-                "resuming %d unfinished files and %d carts to finish", len(files), len(finishing)
-            )
+
+    def _sweep_forever(self) -> None:
+        while not self._stopping.wait(self.sweep_interval):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweeping for unfinished work failed; trying again later")
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
         with self._cond:
-            self._stopping = True
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
@@ -89,15 +115,16 @@ class EmbeddedRunner:
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
         with self._cond:
-            return not self._queue and self._busy == 0
+            return not self._queue and not self._running
 
     def _next(self) -> Task | None:
         with self._cond:
-            while not self._stopping:
+            while not self._stopping.is_set():
                 now = time.monotonic()
                 if self._queue and self._queue[0][0] <= now:
                     _, _, task = heapq.heappop(self._queue)
-                    self._busy += 1
+                    self._queued.discard(task)
+                    self._running.add(task)
                     return task
                 self._cond.wait(self._queue[0][0] - now if self._queue else None)
             return None
@@ -117,12 +144,12 @@ class EmbeddedRunner:
                 # cart would wait forever. It is tried again later, and logged each time.
                 log.exception("step %s %d failed; trying again in %.0fs", kind, ident, RETRY_BROKEN)
                 delay = RETRY_BROKEN
-            finally:
-                with self._cond:
-                    self._pending.discard(task)
-                    self._busy -= 1
-                    self._cond.notify_all()
-            if delay is not None and not self._stopping:
+            with self._cond:
+                self._running.discard(task)
+                if task in self._rerun:
+                    self._rerun.discard(task)
+                    delay = 0.0
+            if delay is not None and not self._stopping.is_set():
                 self._push(task, delay)
 
     def _finish(self, cart_id: int) -> None:
