@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from cartd.config import Settings, load_settings
 from cartd.errors import CartdError
+from cartd.observability.logs import configure_logging
 
 log = logging.getLogger("cartd")
 
@@ -25,7 +26,13 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     app = create_app(settings, build_runtime(settings))
-    uvicorn.run(app, host=args.address, port=args.port, log_level=args.log_level.lower())
+    uvicorn.run(
+        app,
+        host=args.address,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through cartd's formatter too
+    )
     return 0
 
 
@@ -54,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least severe log messages shown (default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines with key=value context, or one JSON object per line (default text)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -78,11 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(args.log_level, args.log_format)
     try:
         code: int = args.handler(args)
     except CartdError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -14,6 +15,7 @@ from cartd.db.engine import database_url, make_engine, wait_for_database
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.errors import ConfigError
+from cartd.observability.metrics import Metrics, VolumeSnapshot
 from cartd.service.backoff import Backoff
 from cartd.service.carts import CartService
 from cartd.service.pipeline import Pipeline, PipelinePolicy
@@ -35,11 +37,18 @@ class Runtime:
     pipeline: Pipeline
     runner: Runner
     carts: CartService
+    metrics: Metrics
 
     def close(self) -> None:
         self.runner.stop()
         self.archive.close()
         self.engine.dispose()
+
+
+def volume_snapshot(store: CartStore, space: SpaceLedger) -> VolumeSnapshot:
+    """What /metrics reports of the carts and the volume, read at each scrape."""
+    usage = space.usage()
+    return VolumeSnapshot(store.count_by_status(), usage.used, usage.reserved)
 
 
 def open_engine(settings: Settings) -> Engine:
@@ -96,7 +105,8 @@ def build_runtime(settings: Settings) -> Runtime:
         lru_buffer_time=settings.lru_buffer_time,
     )
     space = SpaceLedger(engine)
-    pipeline = Pipeline(store, space, volume, archive, policy)
+    metrics = Metrics(partial(volume_snapshot, store, space))
+    pipeline = Pipeline(store, space, volume, archive, policy, metrics)
     runner = EmbeddedRunner(pipeline, store, volume, settings.stage_workers)
     carts = CartService(
         store,
@@ -104,5 +114,8 @@ def build_runtime(settings: Settings) -> Runtime:
         runner,
         bundle_default=settings.bundle_task,
         chunk_size=settings.transfer_size,
+        metrics=metrics,
     )
-    return Runtime(settings, engine, store, space, volume, archive, pipeline, runner, carts)
+    return Runtime(
+        settings, engine, store, space, volume, archive, pipeline, runner, carts, metrics
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.utils import format_datetime
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cartd.api.headers import content_disposition, header_text
@@ -27,6 +27,14 @@ def _carts(request: Request) -> CartService:
 def status_root() -> dict[str, str]:
     """Liveness, with the original's message."""
     return {"message": UP}
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics. A cart named `metrics` cannot be fetched by GET: a uid of the
+    original's form never is one."""
+    body, content_type = request.app.state.runtime.metrics.render()
+    return Response(body, media_type=content_type)
 
 
 @router.post("/{uid}", status_code=201)
@@ -73,15 +81,11 @@ def download_cart(
         return JSONResponse({"status": 500, "message": exc.message}, status_code=500)
     headers = {
         "Content-Disposition": content_disposition(download.filename),
+        "Content-Length": str(download.size),
         "Last-Modified": format_datetime(download.cart.updated_at, usegmt=True),
     }
-    if download.bundle_path is not None:
-        return FileResponse(
-            download.bundle_path, media_type="application/octet-stream", headers=headers
-        )
-    headers["Content-Length"] = str(download.size)
     return StreamingResponse(
-        download.chunks(), media_type="application/octet-stream", headers=headers
+        _carts(request).stream(download), media_type="application/octet-stream", headers=headers
     )
 
 

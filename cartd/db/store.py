@@ -332,6 +332,18 @@ class CartStore:
                 )
             )
 
+    def count_by_status(self) -> dict[str, int]:
+        """Live carts per status, every status present (zero when none)."""
+        counts = {status.value: 0 for status in CartStatus if status is not CartStatus.DELETED}
+        with self._reading() as connection:
+            for status, count in connection.execute(
+                select(carts.c.status, func.count(carts.c.id))
+                .where(carts.c.status != CartStatus.DELETED.value)
+                .group_by(carts.c.status)
+            ):
+                counts[status] = int(count)
+        return counts
+
     def live_carts(self) -> list[Cart]:
         with self._reading() as connection:
             rows = connection.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ from pathlib import Path
 from cartd.bundle import Member, iter_tar, tar_size
 from cartd.db.store import CartStore
 from cartd.errors import CartdError, CartNotFound
+from cartd.observability.logs import for_cart
+from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
 from cartd.service.layout import cart_members
@@ -19,6 +22,9 @@ from cartd.storage import Volume
 from cartd.workers.base import Runner
 
 log = logging.getLogger(__name__)
+
+#: Seconds a download keeps its cart from eviction; renewed while bytes flow.
+DOWNLOAD_LEASE = 60.0
 
 
 class CartNotReady(CartdError):
@@ -49,7 +55,12 @@ class Download:
     chunk_size: int
 
     def chunks(self) -> Iterator[bytes]:
-        return iter_tar(self.members, self.chunk_size)
+        if self.bundle_path is None:
+            yield from iter_tar(self.members, self.chunk_size)
+            return
+        # Opened once: a bundle deleted meanwhile is still read whole from its open file.
+        with self.bundle_path.open("rb") as handle:
+            yield from iter(lambda: handle.read(self.chunk_size), b"")
 
 
 def default_download_name(moment: datetime | None = None) -> str:
@@ -66,7 +77,9 @@ class CartService:
         *,
         bundle_default: bool,
         chunk_size: int,
+        metrics: Metrics,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.volume = volume
         self.runner = runner
@@ -79,7 +92,7 @@ class CartService:
         order = parse_cart_order(body)
         bundle = self.bundle_default if order.bundle is None else order.bundle
         cart, file_ids = self.store.create_cart(uid, bundle, order.files)
-        log.info("cart %s: ordered %d files (bundle=%s)", uid, len(file_ids), bundle)
+        for_cart(log, uid).info("ordered %d files (bundle=%s)", len(file_ids), bundle)
         for file_id in file_ids:
             self.runner.submit_file(file_id)
         return cart
@@ -99,13 +112,27 @@ class CartService:
         if cart.status is not CartStatus.READY:
             raise CartNotReady("The cart is not ready for download.")
         name = validate_download_name(filename, default_download_name())
-        self.store.touch(cart.id)
+        self.store.lease_download(cart.id, time.time() + DOWNLOAD_LEASE)
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
-            return Download(cart, name, path.stat().st_size, path, [], self.chunk_size)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise CartNotFound(f"No cart with uid {uid} found") from None
+            return Download(cart, name, size, path, [], self.chunk_size)
         top = name[: -len(".tar")] if name.endswith(".tar") and name != ".tar" else name
         members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=top)
         return Download(cart, name, tar_size(members), None, members, self.chunk_size)
+
+    def stream(self, download: Download) -> Iterator[bytes]:
+        """The download's bytes, keeping its lease against eviction while they flow."""
+        renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
+        for chunk in download.chunks():
+            yield chunk
+            self.metrics.bytes_served(len(chunk))
+            if time.monotonic() >= renew_at:
+                self.store.lease_download(download.cart.id, time.time() + DOWNLOAD_LEASE)
+                renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
 
     def delete(self, uid: str) -> bool:
         """Make every cart of the uid gone; False when there was none."""
@@ -115,7 +142,7 @@ class CartService:
             self.volume.remove_cart(cart_id)
             self.store.forget(cart_id)
         if cart_ids:
-            log.info("cart %s: deleted", uid)
+            for_cart(log, uid).info("deleted")
         return bool(cart_ids)
 
     def _latest(self, uid: str) -> Cart:

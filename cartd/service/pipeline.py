@@ -28,6 +28,8 @@ from cartd.bundle import iter_tar, tar_size
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.errors import PermanentArchiveError, TransientArchiveError
+from cartd.observability.logs import for_cart
+from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
 from cartd.service.layout import cart_members
@@ -55,6 +57,16 @@ def _no_wake(file_ids: Iterable[int]) -> None:
     return None
 
 
+class ChecksumMismatch(PermanentArchiveError):
+    """The bytes the archive sent are not the ones ordered."""
+
+
+def _log(cart: Cart, file: CartFile | None = None) -> logging.LoggerAdapter[logging.Logger]:
+    if file is None:
+        return for_cart(log, cart.uid)
+    return for_cart(log, cart.uid, file=file.archive_id)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -63,7 +75,9 @@ class Pipeline:
         volume: Volume,
         archive: Archive,
         policy: PipelinePolicy,
+        metrics: Metrics,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.space = space
         self.volume = volume
@@ -92,15 +106,20 @@ class Pipeline:
         try:
             return self._step(cart, file)
         except TransientArchiveError as exc:
+            self.metrics.archive_error("transient")
             return self._retry_later(cart, file, exc.message)
+        except ChecksumMismatch as exc:
+            self.metrics.archive_error("checksum")
+            self._fail(cart, file, exc.message)
         except PermanentArchiveError as exc:
+            self.metrics.archive_error("permanent")
             self._fail(cart, file, exc.message)
         except OSError as exc:
             if self._cart_gone(cart.id):
                 return None
             return self._retry_later(cart, file, f"volume error: {exc}")
         except Exception as exc:
-            log.exception("cart %s: unexpected fault on file %s", cart.uid, file.archive_id)
+            _log(cart, file).exception("unexpected fault")
             return self._retry_later(cart, file, f"internal error: {type(exc).__name__}")
         return None
 
@@ -128,13 +147,7 @@ class Pipeline:
             )
             if cart.reserved_bytes is None:
                 self._reserve(cart)  # its size is known now: it may complete the picture
-            log.info(
-                "cart %s: file %s on %s, asking again in %.1fs",
-                cart.uid,
-                file.archive_id,
-                "tape",
-                delay,
-            )
+            _log(cart, file).info("on tape; asking again in %.1fs", delay)
             return delay
         if cart.reserved_bytes is None:
             if file.on_disk is not True:
@@ -180,19 +193,19 @@ class Pipeline:
             self.volume.remove_cart(evicted)
             self.store.forget(evicted)
         if plan.evict:
-            log.info(
-                "cart %s: evicted %d least recently used carts (%d bytes) to make room",
-                cart.uid,
+            _log(cart).info(
+                "evicted %d least recently used carts (%d bytes) to make room",
                 len(plan.evict),
                 plan.frees,
             )
+            self.metrics.evicted(len(plan.evict), plan.frees)
         if not plan.granted:
             why = "bigger than the whole volume" if plan.too_big else "volume full"
-            log.warning("cart %s: %s needed, %s", cart.uid, need, why)
+            _log(cart).warning("%d bytes needed, %s: %s", need, why, NO_SPACE)
             self.store.move_cart(cart.id, CartStatus.ERROR, error=NO_SPACE)
             self.volume.remove_cart(cart.id)
             return False
-        log.info("cart %s: reserved %d bytes", cart.uid, need)
+        _log(cart).info("reserved %d bytes", need)
         self.wake(self.store.parked_for_space(cart.id))
         return True
 
@@ -220,7 +233,7 @@ class Pipeline:
                     f"the archive sent {received} bytes of the {info.size} it announced"
                 )
             if digest.hexdigest() != file.hashsum:
-                raise PermanentArchiveError(
+                raise ChecksumMismatch(
                     f"checksum mismatch: {file.hashtype} of the archive's bytes is"
                     f" {digest.hexdigest()}, expected {file.hashsum}"
                 )
@@ -246,7 +259,8 @@ class Pipeline:
             if current is None or current.status is CartStatus.DELETED:
                 self.volume.remove_cart(cart.id)
             return
-        log.info("cart %s: file %s verified (%d bytes)", cart.uid, file.archive_id, received)
+        _log(cart, file).info("verified %d bytes", received)
+        self.metrics.file_staged(received)
         # Counted after our commit, never inside it: two files committing together would
         # each still see the other as pending, and neither would finish the cart.
         self._finish_if_complete(cart.id)
@@ -282,14 +296,8 @@ class Pipeline:
             self._fail(cart, file, f"{cause} (gave up after {attempts} tries)")
             return None
         delay = self.policy.retry.delay(attempts - 1)
-        log.warning(
-            "cart %s: file %s: %s; try %d of %d in %.1fs",
-            cart.uid,
-            file.archive_id,
-            cause,
-            attempts + 1,
-            self.policy.retry_attempts,
-            delay,
+        _log(cart, file).warning(
+            "%s; try %d of %d in %.1fs", cause, attempts + 1, self.policy.retry_attempts, delay
         )
         self.store.move_file(
             file.id,
@@ -302,7 +310,7 @@ class Pipeline:
         return delay
 
     def _fail(self, cart: Cart, file: CartFile, cause: str) -> None:
-        log.error("cart %s: file %s failed: %s", cart.uid, file.archive_id, cause)
+        _log(cart, file).error("failed: %s", cause)
         self.store.move_file(file.id, FileStatus.ERROR, error=cause)
         message = f"file {file.archive_id} ({file.path}): {cause}"
         self.store.move_cart(cart.id, CartStatus.ERROR, error=message)
@@ -343,7 +351,7 @@ class Pipeline:
                     )
                 return
         if self.store.move_cart(cart_id, CartStatus.READY, bundle_size=bundle_size):
-            log.info("cart %s: ready", cart.uid)
+            _log(cart).info("ready")
 
     def _write_bundle(self, cart: Cart) -> int:
         members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=cart.uid)
