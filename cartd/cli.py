@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from cartd.config import Settings, load_settings
 from cartd.errors import CartdError
 from cartd.observability.logs import configure_logging
+from cartd.service.admin import AdminService, parse_time_ago
 
 log = logging.getLogger("cartd")
 
@@ -51,6 +54,102 @@ def dbsync(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _admin(args: argparse.Namespace, *, check_schema: bool = True) -> Iterator[AdminService]:
+    from cartd.db.store import CartStore
+    from cartd.runtime import ensure_schema, open_engine
+    from cartd.storage import Volume
+
+    settings = _settings(args)
+    settings.volume_path.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(settings)
+    try:
+        if check_schema:
+            ensure_schema(engine)
+        yield AdminService(engine, CartStore(engine), Volume(settings.volume_path))
+    finally:
+        engine.dispose()
+
+
+def dbchk(args: argparse.Namespace) -> int:
+    with _admin(args, check_schema=False) as admin:
+        state = admin.schema()
+    print(f"database schema at revision {state.current or 'none'}; cartd needs {state.head}")
+    if args.equal:
+        return 0 if state.equal else 1
+    return 0 if state.upgradable else 1
+
+
+def fixit(args: argparse.Namespace) -> int:
+    code = 0
+    with _admin(args) as admin:
+        for uid in args.cartid:
+            try:
+                fixed = admin.fixit(uid)
+            except CartdError as exc:
+                print(f"cartd: error: {exc.message}", file=sys.stderr)
+                code = 1
+                continue
+            if not fixed:
+                print(f"cart {uid}: not in error, nothing to fix")
+            for item in fixed:
+                print(f"cart {uid}: {item.files} files put back to be staged again")
+    return code
+
+
+def dump(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        carts = admin.dump()
+    if args.json:
+        document = [
+            {
+                "uid": cart.uid,
+                "id": cart.id,
+                "status": cart.status.value,
+                "bundle": cart.bundle,
+                "error": cart.error,
+                "created": cart.created_at.isoformat(),
+                "last_used": cart.last_used_at.isoformat(),
+                "reserved_bytes": cart.reserved_bytes,
+                "files": [
+                    {
+                        "id": file.archive_id,
+                        "path": file.path,
+                        "status": file.status.value,
+                        "size": file.size,
+                        "error": file.error,
+                    }
+                    for file in files
+                ],
+            }
+            for cart, files in carts
+        ]
+        print(json.dumps(document, indent=2))
+        return 0
+    for cart, files in carts:
+        staged = sum(1 for file in files if file.status.value == "staged")
+        error = f"  error: {cart.error}" if cart.error else ""
+        print(
+            f"{cart.uid}  {cart.status.value}  files {staged}/{len(files)}"
+            f"  last used {cart.last_used_at:%Y-%m-%d %H:%M:%S}{error}"
+        )
+        for file in files:
+            note = f"  error: {file.error}" if file.error else ""
+            size = "?" if file.size is None else str(file.size)
+            print(f"    {file.archive_id}  {file.path}  {file.status.value}  {size}{note}")
+    return 0
+
+
+def purge(args: argparse.Namespace) -> int:
+    before = parse_time_ago(args.time_ago)
+    with _admin(args) as admin:
+        purged = admin.purge(before)
+    for cart in purged:
+        print(f"purged cart {cart.uid} (last used {cart.last_used_at:%Y-%m-%d %H:%M:%S})")
+    print(f"{len(purged)} carts purged")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cartd", description="Data carts for scientific archives (Pacifica Cartd compatible)."
@@ -86,6 +185,39 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.set_defaults(handler=serve)
 
     command("dbsync", "Create or upgrade the database schema.").set_defaults(handler=dbsync)
+
+    check = command(
+        "dbchk",
+        "Check the database schema: exit 0 when this cartd can use it after `dbsync`"
+        " (with --equal: only when it is already current), 1 otherwise.",
+    )
+    check.add_argument("--equal", action="store_true", help="require the schema to be current")
+    check.set_defaults(handler=dbchk)
+
+    fix = command(
+        "fixit",
+        "Send the failed files of carts in error through the pipeline again; a running"
+        " cartd picks them up within seconds.",
+    )
+    fix.add_argument("--cartid", nargs="+", required=True, metavar="UID", help="cart uids")
+    fix.set_defaults(handler=fixit)
+
+    show = command("dump", "List the live carts with their files and statuses.")
+    show.add_argument("--json", action="store_true", help="as JSON")
+    show.set_defaults(handler=dump)
+
+    old = command(
+        "purge",
+        "Delete finished carts (ready or in error) not used since a time; carts still"
+        " being made are kept.",
+    )
+    old.add_argument(
+        "--time-ago",
+        required=True,
+        metavar="WHEN",
+        help="e.g. '7 days ago', '12 hours ago', or an ISO date such as 2026-01-31T12:00",
+    )
+    old.set_defaults(handler=purge)
     return parser
 
 
@@ -98,6 +230,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cartd: error: {exc.message}", file=sys.stderr)
         return 2
     return code
+
+
+def legacy_server(argv: Sequence[str] | None = None) -> int:
+    """`pacifica-cartd`: the original's server command and flags, so service units keep working."""
+    parser = argparse.ArgumentParser(
+        prog="pacifica-cartd", description="Run cartd (the original's command line)."
+    )
+    parser.add_argument("-c", "--config", metavar="CONFIG", help="INI file")
+    parser.add_argument("--cpconfig", metavar="CONFIG", help="accepted and ignored (CherryPy's)")
+    parser.add_argument("-p", "--port", type=int, default=8081, help="default 8081")
+    parser.add_argument("-a", "--address", default="127.0.0.1", help="default 127.0.0.1")
+    args, _ = parser.parse_known_args(argv)
+    forwarded = ["serve", "-p", str(args.port), "-a", args.address]
+    if args.config:
+        forwarded += ["-c", args.config]
+    if args.cpconfig:
+        configure_logging("INFO")
+        logging.getLogger("cartd").warning(
+            "--cpconfig %s is ignored: cartd is not a CherryPy application", args.cpconfig
+        )
+    return main(forwarded)
+
+
+def legacy_admin(argv: Sequence[str] | None = None) -> int:
+    """`pacifica-cartd-cmd`: the original's admin commands (dbsync, dbchk, fixit, dump, purge)."""
+    return main(argv)
 
 
 if __name__ == "__main__":

@@ -360,8 +360,9 @@ class CartStore:
             )
             return [_cart(row) for row in rows]
 
-    def lease_download(self, cart_id: int, until: float) -> None:
-        """Mark a download under way until `until`, so eviction leaves the cart alone."""
+    def lease_download(self, cart_id: int, until: float | None) -> None:
+        """Mark a download under way until `until` (None: over), so eviction leaves the cart
+        alone meanwhile; either way the cart was just used."""
         with self._writing() as connection:
             connection.execute(
                 carts.update()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
+from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
 from cartd.status import CartStatus
 from cartd.storage import Volume
@@ -80,6 +83,8 @@ class CartService:
         metrics: Metrics,
     ) -> None:
         self.metrics = metrics
+        self._downloads: Counter[int] = Counter()
+        self._downloads_lock = threading.Lock()
         self.store = store
         self.volume = volume
         self.runner = runner
@@ -125,22 +130,36 @@ class CartService:
         return Download(cart, name, tar_size(members), None, members, self.chunk_size)
 
     def stream(self, download: Download) -> Iterator[bytes]:
-        """The download's bytes, keeping its lease against eviction while they flow."""
+        """The download's bytes, keeping its lease against eviction while they flow.
+
+        The lease ends with the last download of the cart in this process; the download
+        counts as the cart's last use.
+        """
+        cart_id = download.cart.id
+        with self._downloads_lock:
+            self._downloads[cart_id] += 1
         renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
-        for chunk in download.chunks():
-            yield chunk
-            self.metrics.bytes_served(len(chunk))
-            if time.monotonic() >= renew_at:
-                self.store.lease_download(download.cart.id, time.time() + DOWNLOAD_LEASE)
-                renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
+        try:
+            for chunk in download.chunks():
+                yield chunk
+                self.metrics.bytes_served(len(chunk))
+                if time.monotonic() >= renew_at:
+                    self.store.lease_download(cart_id, time.time() + DOWNLOAD_LEASE)
+                    renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
+        finally:
+            with self._downloads_lock:
+                self._downloads[cart_id] -= 1
+                last = self._downloads[cart_id] == 0
+                if last:
+                    del self._downloads[cart_id]
+            if last:
+                self.store.lease_download(cart_id, None)
 
     def delete(self, uid: str) -> bool:
         """Make every cart of the uid gone; False when there was none."""
         validate_uid(uid)
         cart_ids = self.store.delete_uid(uid)
-        for cart_id in cart_ids:
-            self.volume.remove_cart(cart_id)
-            self.store.forget(cart_id)
+        discard(self.store, self.volume, cart_ids)
         if cart_ids:
             for_cart(log, uid).info("deleted")
         return bool(cart_ids)

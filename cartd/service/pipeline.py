@@ -32,6 +32,7 @@ from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
+from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
 from cartd.service.space import NO_SPACE
 from cartd.status import CartStatus, FileStatus
@@ -189,9 +190,7 @@ class Pipeline:
         if plan is None:  # decided by another step meanwhile
             current = self.store.get_cart(cart.id)
             return bool(current and current.status.is_active and current.reserved_bytes)
-        for evicted in plan.evict:
-            self.volume.remove_cart(evicted)
-            self.store.forget(evicted)
+        discard(self.store, self.volume, plan.evict)
         if plan.evict:
             _log(cart).info(
                 "evicted %d least recently used carts (%d bytes) to make room",

@@ -1,0 +1,108 @@
+"""The operator's use cases (API.md section 6): check the schema, re-drive failed carts,
+list the carts, purge old ones."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+
+from cartd.db import migrate
+from cartd.db.store import CartStore
+from cartd.errors import CartNotFound, InvalidRequest
+from cartd.records import Cart, CartFile
+from cartd.service.cleanup import discard
+from cartd.status import CartStatus
+from cartd.storage import Volume
+
+_UNITS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "week": 7 * 86400,
+}
+_AGO = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(second|minute|hour|day|week)s?(?:\s+ago)?\s*$", re.IGNORECASE
+)
+
+
+def parse_time_ago(text: str, now: datetime | None = None) -> datetime:
+    """`7 days ago`, `12 hours`, `1.5 weeks ago`, or an ISO 8601 date and time."""
+    now = now or datetime.now(UTC)
+    match = _AGO.match(text)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        return now - timedelta(seconds=amount * _UNITS[unit])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"cannot read {text!r} as a time: use e.g. '7 days ago', '12 hours ago'"
+            " or an ISO date such as 2026-01-31T12:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    current: str | None
+    head: str | None
+
+    @property
+    def equal(self) -> bool:
+        return self.current == self.head
+
+    @property
+    def upgradable(self) -> bool:
+        """At or behind this version of cartd, so `dbsync` can bring it to head."""
+        return self.current is None or self.current in migrate.known_revisions()
+
+
+@dataclass(frozen=True)
+class Fixed:
+    cart: Cart
+    files: int  # files put back to be driven again
+
+
+class AdminService:
+    def __init__(self, engine: Engine, store: CartStore, volume: Volume) -> None:
+        self.engine = engine
+        self.store = store
+        self.volume = volume
+
+    def schema(self) -> SchemaState:
+        return SchemaState(migrate.current_revision(self.engine), migrate.head_revision())
+
+    def fixit(self, uid: str) -> list[Fixed]:
+        """Put a failed cart's failed files back through the pipeline; a running cartd picks
+        them up within seconds, a stopped one when it starts."""
+        carts = self.store.carts_of(uid)
+        if not carts:
+            raise CartNotFound(f"No cart with uid {uid} found")
+        fixed = []
+        for cart in carts:
+            if cart.status is not CartStatus.ERROR:
+                continue
+            file_ids = self.store.reset_failed(cart.id)
+            self.store.move_cart(cart.id, CartStatus.STAGING, error=None)
+            fixed.append(Fixed(cart, len(file_ids)))
+        return fixed
+
+    def dump(self) -> list[tuple[Cart, list[CartFile]]]:
+        return [(cart, self.store.files_of(cart.id)) for cart in self.store.live_carts()]
+
+    def purge(self, before: datetime) -> list[Cart]:
+        """Delete finished carts (ready or in error) not used since `before`. Carts still
+        being made are left alone: an order waiting on tape for a week is still an order."""
+        old = [
+            cart
+            for cart in self.store.live_carts()
+            if not cart.status.is_active and cart.last_used_at < before
+        ]
+        for cart in old:
+            if self.store.move_cart(cart.id, CartStatus.DELETED):
+                discard(self.store, self.volume, [cart.id])
+        return old
