@@ -69,6 +69,10 @@ def test_serve_with_a_local_folder_archive(cartd_factory: ServerFactory, tmp_pat
             assert member is not None
             assert member.read() == data
 
+        verified = [line for line in server.log().splitlines() if "verified" in line]
+        assert verified, "each verified file is logged"
+        assert all("cart=first" in line and "file=runs/42.dat" in line for line in verified)
+
         outside = [{"id": "../../etc/passwd", "path": "p", "hashtype": "md5", "hashsum": "0" * 32}]
         client.post("/escape", json={"fileids": outside})
         head = wait_for_cart(client, "escape")

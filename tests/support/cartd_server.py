@@ -28,9 +28,15 @@ FAST_POLICY = {
 
 
 class CartdServer:
-    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        policy: Mapping[str, str] = FAST_POLICY,
+    ) -> None:
         self.workdir = workdir
         self.env = dict(env)
+        self.policy = dict(policy)
         self.port = 0
         self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
@@ -45,7 +51,7 @@ class CartdServer:
             for key, value in os.environ.items()
             if not key.startswith(("CARTD_", "PEEWEE_", "VOLUME_", "ARCHIVE_INTERFACE"))
         }
-        env.update({"HOME": str(self.workdir), **FAST_POLICY, **self.env})
+        env.update({"HOME": str(self.workdir), **self.policy, **self.env})
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cartd", "serve", "-p", str(self.port)],

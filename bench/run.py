@@ -1,0 +1,354 @@
+"""Benchmark cartd against the raw archive, in one run, on this machine.
+
+    python bench/run.py                 # every scenario, full size (a few minutes)
+    python bench/run.py --smoke         # tiny sizes: checks the benchmark itself works
+    python bench/run.py --only 1000x4KiB --json out.json
+
+It starts the real Pacifica Archive Interface (posix backend, one request
+thread) and cartd in its embedded default with its default settings, writes
+deterministic files into the archive, and for each scenario measures:
+
+- the raw baseline: a plain client doing, file after file, what a cart needs
+  of the archive (stage, HEAD, GET with the checksum checked);
+- cartd: time from POST to ready (median and max over the carts), POST
+  latency, the download rate with every member of every tar verified, and
+  the server's peak RSS and CPU seconds.
+
+The tape scenarios use the fault-injecting archive, which keeps every file on
+"tape" for a while, and count the archive requests spent while waiting. The
+run prints a table, writes JSON, and exits 1 if any cart was wrong or stuck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import io
+import json
+import platform
+import random
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.archive_interface import ArchiveInterface  # noqa: E402
+from tests.support.cartd_server import CartdServer  # noqa: E402
+from tests.support.fault_archive import FaultArchive, Faults  # noqa: E402
+
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+STUCK_AFTER = 600.0  # seconds without reaching ready or error
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    carts: int
+    files: int
+    size: int
+    tape_seconds: float = 0.0
+    repeat: int = 1
+
+
+FULL = [
+    Scenario("100x1MiB", 1, 100, MiB),
+    Scenario("1000x4KiB", 1, 1000, 4 * KiB),
+    Scenario("20 carts x 10x100KiB", 20, 10, 100 * KiB, repeat=20),
+    Scenario("1x1GiB", 1, 1, GiB),
+    Scenario("200 carts x 10x4KiB", 200, 10, 4 * KiB),
+    Scenario("tape 5s 10x100KiB", 1, 10, 100 * KiB, tape_seconds=5.0),
+    Scenario("tape 20s 10x100KiB", 1, 10, 100 * KiB, tape_seconds=20.0),
+]
+SMOKE = [
+    Scenario("3x64KiB", 1, 3, 64 * KiB),
+    Scenario("3 carts x 2x1KiB", 3, 2, KiB, repeat=2),
+    Scenario("tape 1s 2x1KiB", 1, 2, KiB, tape_seconds=1.0),
+]
+
+
+@dataclass
+class Result:
+    scenario: str
+    carts: int
+    files_per_cart: int
+    file_size: int
+    raw_seconds: float | None = None
+    ready_median: float = 0.0
+    ready_max: float = 0.0
+    ratio_to_raw: float | None = None
+    post_ms_median: float = 0.0
+    download_mb_s: float = 0.0
+    peak_rss_mib: float = 0.0
+    cpu_seconds: float = 0.0
+    stuck: int = 0
+    wrong: int = 0
+    archive_requests_per_file: float | None = None
+    beyond_tape_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def content(seed: str, size: int) -> Iterator[bytes]:
+    """Deterministic bytes: the same seed gives the same file in every run."""
+    generator = random.Random(seed)
+    left = size
+    while left:
+        step = min(left, 4 * MiB)
+        yield generator.randbytes(step)
+        left -= step
+
+
+def write_files(folder: Path, scenario: Scenario, tag: str) -> list[list[dict[str, Any]]]:
+    """Write each cart's files into the archive's folder; return each cart's `fileids`."""
+    orders = []
+    for cart in range(scenario.carts):
+        fileids = []
+        for number in range(scenario.files):
+            file_id = f"{tag}-{cart}-{number}"
+            digest = hashlib.sha1()
+            with (folder / file_id).open("wb") as out:
+                for chunk in content(file_id, scenario.size):
+                    digest.update(chunk)
+                    out.write(chunk)
+            path = f"cart{cart}/dir{number % 10}/file{number}.bin"
+            fileids.append(
+                {"id": file_id, "path": path, "hashtype": "sha1", "hashsum": digest.hexdigest()}
+            )
+        orders.append(fileids)
+    return orders
+
+
+# -- the raw baseline ----------------------------------------------------------------------
+
+
+def raw_baseline(archive_url: str, orders: list[list[dict[str, Any]]]) -> float:
+    """What a cart needs of the archive, file after file, by the simplest client."""
+    started = time.monotonic()
+    with httpx.Client(timeout=600) as client:
+        for fileids in orders:
+            for wanted in fileids:
+                url = archive_url + wanted["id"]
+                client.post(url, content=b"").raise_for_status()
+                client.head(url).raise_for_status()
+                digest = hashlib.sha1()
+                with client.stream("GET", url) as response:
+                    response.raise_for_status()
+                    for chunk in response.iter_raw(4 * MiB):
+                        digest.update(chunk)
+                if digest.hexdigest() != wanted["hashsum"]:
+                    raise RuntimeError(f"raw baseline: {wanted['id']} has the wrong bytes")
+    return time.monotonic() - started
+
+
+# -- cartd ---------------------------------------------------------------------------------
+
+
+def process_usage(pid: int) -> tuple[float, float]:
+    """Peak RSS (MiB) and CPU seconds of a process so far, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak_kib = next(
+        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")
+    )
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return peak_kib / 1024, ticks / 100
+
+
+def verify_tar(body: bytes, fileids: list[dict[str, Any]], top: str) -> bool:
+    expected = {f"{top}/{wanted['path']}": wanted["hashsum"] for wanted in fileids}
+    seen = {}
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r|") as tar:
+        for member in tar:
+            if member.isfile():
+                handle = tar.extractfile(member)
+                assert handle is not None
+                seen[member.name] = hashlib.sha1(handle.read()).hexdigest()
+    return seen == expected
+
+
+def run_carts(
+    server: CartdServer, orders: list[list[dict[str, Any]]], result: Result
+) -> tuple[list[float], int]:
+    """POST every cart at once, wait for all, download and verify each; bytes downloaded."""
+    uids = [f"bench-{time.monotonic_ns()}-{index}" for index in range(len(orders))]
+    posted: dict[str, float] = {}
+    latencies: list[float] = []
+
+    def post(pair: tuple[str, list[dict[str, Any]]]) -> None:
+        uid, fileids = pair
+        with httpx.Client(timeout=120) as client:
+            started = time.monotonic()
+            response = client.post(f"{server.url}/{uid}", json={"fileids": fileids})
+            latencies.append(time.monotonic() - started)
+            posted[uid] = started
+            response.raise_for_status()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(orders))) as pool:
+        list(pool.map(post, zip(uids, orders, strict=True)))
+
+    ready_after: dict[str, float] = {}
+    pending = set(uids)
+    deadline = time.monotonic() + STUCK_AFTER
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        while pending and time.monotonic() < deadline:
+            for uid in sorted(pending):
+                head = client.head(f"/{uid}")
+                if head.headers.get("X-Pacifica-Status") == "staging":
+                    continue
+                pending.discard(uid)
+                if head.headers.get("X-Pacifica-Status") == "ready":
+                    ready_after[uid] = time.monotonic() - posted[uid]
+                else:
+                    result.wrong += 1
+                    result.notes.append(f"{uid}: {head.headers.get('X-Pacifica-Message')}")
+            time.sleep(0.02)
+        result.stuck += len(pending)
+        downloaded, seconds = 0, 0.0
+        for uid, fileids in zip(uids, orders, strict=True):
+            if uid not in ready_after:
+                continue
+            started = time.monotonic()
+            body = client.get(f"/{uid}", params={"filename": "data"}).content
+            seconds += time.monotonic() - started
+            downloaded += len(body)
+            if not verify_tar(body, fileids, "data"):
+                result.wrong += 1
+                result.notes.append(f"{uid}: wrong tar")
+    result.post_ms_median = max(result.post_ms_median, statistics.median(latencies) * 1000)
+    if seconds:
+        rate = downloaded / seconds / 1e6
+        result.download_mb_s = rate if not result.download_mb_s else min(result.download_mb_s, rate)
+    return list(ready_after.values()), downloaded
+
+
+def measure(scenario: Scenario, workdir: Path) -> Result:
+    result = Result(scenario.name, scenario.carts, scenario.files, scenario.size)
+    tag = hashlib.sha1(scenario.name.encode()).hexdigest()[:8]
+    readies: list[float] = []
+    if scenario.tape_seconds:
+        with FaultArchive() as archive:
+            orders = []
+            for cart in range(scenario.carts):
+                fileids = []
+                for number in range(scenario.files):
+                    file_id = f"{tag}-{cart}-{number}"
+                    data = b"".join(content(file_id, scenario.size))
+                    archive.add(file_id, data, faults=Faults(tape_seconds=scenario.tape_seconds))
+                    fileids.append(
+                        {
+                            "id": file_id,
+                            "path": f"f{number}.bin",
+                            "hashtype": "sha1",
+                            "hashsum": hashlib.sha1(data).hexdigest(),
+                        }
+                    )
+                orders.append(fileids)
+            readies = run_once(scenario, archive.url, orders, workdir, result)
+            total_files = scenario.carts * scenario.files
+            result.archive_requests_per_file = len(archive.requests) / total_files
+    else:
+        with ArchiveInterface() as archive:
+            orders = write_files(archive.prefix, scenario, tag)
+            result.raw_seconds = raw_baseline(archive.url, orders)
+            for _ in range(scenario.repeat):
+                readies += run_once(scenario, archive.url, orders, workdir, result)
+    if readies:
+        result.ready_median = statistics.median(readies)
+        result.ready_max = max(readies)
+    if result.raw_seconds and readies:
+        result.ratio_to_raw = result.ready_max / result.raw_seconds
+    if scenario.tape_seconds and readies:
+        result.beyond_tape_seconds = result.ready_max - scenario.tape_seconds
+    return result
+
+
+def run_once(
+    scenario: Scenario,
+    archive_url: str,
+    orders: list[list[dict[str, Any]]],
+    workdir: Path,
+    result: Result,
+) -> list[float]:
+    """One fresh cartd (defaults, empty volume) for one round of the scenario."""
+    folder = Path(tempfile.mkdtemp(dir=workdir))
+    env = {"ARCHIVE_INTERFACE_URL": archive_url, "VOLUME_PATH": str(folder / "volume")}
+    with CartdServer(folder, env, policy={}) as server:
+        assert server.process is not None
+        readies, _ = run_carts(server, orders, result)
+        rss, cpu = process_usage(server.process.pid)
+    result.peak_rss_mib = max(result.peak_rss_mib, rss)
+    result.cpu_seconds = max(result.cpu_seconds, cpu)
+    return readies
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> str:
+    def number(value: float | None, digits: int = 2) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    header = (
+        f"{'scenario':<24} {'raw s':>7} {'ready med':>9} {'ready max':>9} {'x raw':>6}"
+        f" {'POST ms':>8} {'dl MB/s':>8} {'RSS MiB':>8} {'CPU s':>6} {'req/file':>8}"
+        f" {'stuck':>5} {'wrong':>5}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(
+            f"{r.scenario:<24} {number(r.raw_seconds):>7} {number(r.ready_median):>9}"
+            f" {number(r.ready_max):>9} {number(r.ratio_to_raw):>6}"
+            f" {number(r.post_ms_median, 1):>8}"
+            f" {number(r.download_mb_s, 0):>8} {number(r.peak_rss_mib, 0):>8}"
+            f" {number(r.cpu_seconds, 1):>6} {number(r.archive_requests_per_file, 1):>8}"
+            f" {r.stuck:>5} {r.wrong:>5}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the bench")
+    parser.add_argument("--only", action="append", help="run only the scenario of that name")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    scenarios = SMOKE if args.smoke else FULL
+    if args.only:
+        scenarios = [s for s in scenarios if s.name in args.only]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cartd-bench-") as workdir:
+        for scenario in scenarios:
+            print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
+            results.append(measure(scenario, Path(workdir)))
+    print(table(results))
+    for result in results:
+        for note in result.notes[:5]:
+            print(f"  {result.scenario}: {note}")
+    document = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
+        "python": platform.python_version(),
+        "results": [asdict(result) for result in results],
+    }
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=2))
+    bad = sum(result.stuck + result.wrong for result in results)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
