@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, Table, case, func, select
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, case, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from cartd.db.engine import WRITES
@@ -284,6 +284,30 @@ class CartStore:
         )
         return bool(result.rowcount)
 
+    def record_sizes(self, found: Sequence[tuple[int, int, float, bool]]) -> None:
+        """What the archive said of many files at once: (file id, size, mtime, on disk)."""
+        if not found:
+            return
+        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
+        with self._writing() as connection:
+            connection.execute(
+                files.update()
+                .where(
+                    files.c.id == bindparam("file_id"),
+                    or_(*(files.c.status == status for status in open_files)),
+                )
+                .values(
+                    size=bindparam("size"),
+                    mtime=bindparam("mtime"),
+                    on_disk=bindparam("on_disk"),
+                    updated_at=now(),
+                ),
+                [
+                    {"file_id": file_id, "size": size, "mtime": mtime, "on_disk": on_disk}
+                    for file_id, size, mtime, on_disk in found
+                ],
+            )
+
     def all_sized(self, cart_id: int) -> bool:
         """The archive has told us the size of every file of the cart."""
         with self._reading() as connection:
@@ -381,19 +405,20 @@ class CartStore:
 
     # -- recovery ------------------------------------------------------------------------
 
-    def unfinished(self) -> tuple[list[tuple[int, float | None]], list[int], list[int]]:
+    def unfinished(self) -> tuple[list[tuple[int, int, float | None]], list[int], list[int]]:
         """Work a restarted process must pick up again.
 
-        Returns the files still to be driven (with when they were due), the carts whose
+        Returns the files still to be driven (with their cart and when they were due), the
+        carts whose
         every file is staged but which never became ready, and deleted carts whose files
         may still be on the volume.
         """
         open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
         with self._reading() as connection:
             due = [
-                (int(file_id), next_at)
-                for file_id, next_at in connection.execute(
-                    select(files.c.id, files.c.next_attempt_at)
+                (int(file_id), int(cart_id), next_at)
+                for file_id, cart_id, next_at in connection.execute(
+                    select(files.c.id, files.c.cart_id, files.c.next_attempt_at)
                     .join(carts, carts.c.id == files.c.cart_id)
                     .where(carts.c.status.in_(_ACTIVE), files.c.status.in_(open_files))
                     .order_by(files.c.id)

@@ -35,7 +35,13 @@ def parse_time_ago(text: str, now: datetime | None = None) -> datetime:
     match = _AGO.match(text)
     if match:
         amount, unit = float(match.group(1)), match.group(2).lower()
-        return now - timedelta(seconds=amount * _UNITS[unit])
+        try:
+            return now - timedelta(seconds=amount * _UNITS[unit])
+        except OverflowError:
+            raise InvalidRequest(
+                f"cannot read {text!r} as a time: it reaches before the calendar starts;"
+                " use e.g. '7 days ago'"
+            ) from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -98,8 +98,7 @@ class CartService:
         bundle = self.bundle_default if order.bundle is None else order.bundle
         cart, file_ids = self.store.create_cart(uid, bundle, order.files)
         for_cart(log, uid).info("ordered %d files (bundle=%s)", len(file_ids), bundle)
-        for file_id in file_ids:
-            self.runner.submit_file(file_id)
+        self.runner.submit_size(cart.id)
         return cart
 
     def state(self, uid: str) -> CartState:

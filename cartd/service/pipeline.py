@@ -167,6 +167,56 @@ class Pipeline:
             return ArchiveFile(size=file.size, mtime=file.mtime, on_disk=True)
         return self.archive.status(file.archive_id)
 
+    # -- the cart's first step -------------------------------------------------------------
+
+    def size_cart(self, cart_id: int) -> None:
+        """Ask the archive about every file of a new cart in one pass, then reserve its space.
+
+        An optimisation over letting each file ask for itself: one thread's keep-alive
+        HEADs keep a one-request-at-a-time archive just as busy, the sizes are written
+        in one transaction, and after the reservation every file on disk goes straight to
+        its pull. A file this pass could not size (a passing fault) is left to its own
+        step, which retries; nothing here is needed for correctness.
+        """
+        cart = self.store.get_cart(cart_id)
+        if cart is None or not cart.status.is_active or cart.reserved_bytes is not None:
+            return
+        try:
+            self._size_cart(cart)
+        except Exception:
+            # Never let the shortcut hold a cart up: its files can always size themselves.
+            _log(cart).exception("sizing pass failed; each file asks for itself")
+            self.wake(file.id for file in self.store.files_of(cart.id) if file.status in _OPEN)
+
+    def _size_cart(self, cart: Cart) -> None:
+        self.store.move_cart(cart.id, CartStatus.STAGING)
+        found: list[tuple[int, int, float, bool]] = []
+        unsized: list[int] = []
+        for file in self.store.files_of(cart.id):
+            if file.status not in _OPEN or file.size is not None:
+                continue
+            if not file.hashsum:
+                unsized.append(file.id)  # its own step fails it, naming the cause
+                continue
+            try:
+                info = self.archive.status(file.archive_id)
+            except PermanentArchiveError as exc:
+                self.store.record_sizes(found)
+                self.metrics.archive_error("permanent")
+                self._fail(cart, file, exc.message)
+                return
+            except TransientArchiveError:
+                unsized.append(file.id)
+                continue
+            found.append((file.id, info.size, info.mtime, info.on_disk))
+        self.store.record_sizes(found)
+        on_tape = [file_id for file_id, _, _, on_disk in found if not on_disk]
+        self.wake(unsized + on_tape)  # their own steps stage, poll and retry
+        if not unsized:
+            current = self.store.get_cart(cart.id)
+            if current is not None:
+                self._reserve(current)
+
     # -- space ---------------------------------------------------------------------------
 
     def _reserve(self, cart: Cart) -> bool:

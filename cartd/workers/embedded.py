@@ -60,6 +60,9 @@ class EmbeddedRunner:
         for file_id in file_ids:
             self._push(("file", file_id), 0.0)
 
+    def submit_size(self, cart_id: int) -> None:
+        self._push(("size", cart_id), 0.0)
+
     def submit_finish(self, cart_id: int) -> None:
         self._push(("finish", cart_id), 0.0)
 
@@ -91,9 +94,12 @@ class EmbeddedRunner:
         for cart_id in deleted:
             self.volume.remove_cart(cart_id)
             self.store.forget(cart_id)
+        with self._cond:
+            sizing = {ident for kind, ident in self._queued | self._running if kind == "size"}
         wall = time.time()
-        for file_id, due in files:
-            self.submit_file(file_id, max(0.0, (due or wall) - wall))
+        for file_id, cart_id, due in files:
+            if cart_id not in sizing:  # that pass starts the cart's files itself
+                self.submit_file(file_id, max(0.0, (due or wall) - wall))
         for cart_id in finishing:
             self.submit_finish(cart_id)
 
@@ -133,6 +139,7 @@ class EmbeddedRunner:
         steps: dict[str, Callable[[int], float | None]] = {
             "file": self.pipeline.advance,
             "finish": self._finish,
+            "size": self._size,
         }
         while (task := self._next()) is not None:
             kind, ident = task
@@ -154,4 +161,8 @@ class EmbeddedRunner:
 
     def _finish(self, cart_id: int) -> None:
         self.pipeline.finish(cart_id)
+        return None
+
+    def _size(self, cart_id: int) -> None:
+        self.pipeline.size_cart(cart_id)
         return None
