@@ -5,13 +5,11 @@ dbsync, dbchk, fixit, dump, purge, and the original's `pacifica-cartd` and
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from tests.conftest import ServerFactory, entry, new_id, run_cartd
 from tests.support.archive_interface import free_port
 from tests.support.cartd_server import CartdServer, wait_for_cart, wait_until
 from tests.support.fault_archive import FaultArchive, Faults
+from tests.support.tars import tar_files
 
 BIN = Path(sys.executable).parent
 UP = {"message": "Pacifica Cartd Interface Up and Running"}
@@ -91,16 +90,6 @@ def cart_in(document: list[dict[str, Any]], uid: str) -> dict[str, Any]:
     found = [cart for cart in document if cart["uid"] == uid]
     assert len(found) == 1, f"{uid} listed {len(found)} times in {document}"
     return found[0]
-
-
-def tar_files(data: bytes) -> dict[str, bytes]:
-    found = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for info in tar.getmembers():
-            handle = tar.extractfile(info) if info.isfile() else None
-            if handle is not None:
-                found[info.name] = handle.read()
-    return found
 
 
 def words(output: str) -> str:

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import FileEntry, new_id
 from tests.support.archive_interface import ArchiveInterface
 from tests.support.cartd_server import CartdServer, wait_for_cart
+from tests.support.tars import tar_files
 
 pytestmark = pytest.mark.archive
 
@@ -31,17 +32,6 @@ def post(client: httpx.Client, uid: str, fileids: list[FileEntry], **extra: Any)
 def members(data: bytes) -> dict[str, tarfile.TarInfo]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
         return {info.name: info for info in tar}
-
-
-def contents(data: bytes) -> dict[str, bytes]:
-    found = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for info in tar.getmembers():
-            if info.isfile():
-                handle = tar.extractfile(info)
-                assert handle is not None
-                found[info.name] = handle.read()
-    return found
 
 
 def test_root_says_it_is_up(client: httpx.Client) -> None:
@@ -76,7 +66,7 @@ def test_cart_end_to_end(client: httpx.Client, store_files: Store) -> None:
     assert download.headers["Content-Type"] == "application/octet-stream"
     assert download.headers["Content-Disposition"] == "attachment; filename=mydata.tar"
     assert int(download.headers["Content-Length"]) == len(download.content)
-    assert contents(download.content) == {f"mydata/{path}": data for path, data in files.items()}
+    assert tar_files(download.content) == {f"mydata/{path}": data for path, data in files.items()}
     infos = members(download.content)
     assert next(iter(infos)) == "mydata"
     assert infos["mydata/1/2/3/foo.txt"].mtime == mtime
@@ -96,7 +86,7 @@ def test_download_default_name_and_no_compression(client: httpx.Client, store_fi
         response.headers["Content-Disposition"],
     )
     assert match, response.headers["Content-Disposition"]
-    assert contents(response.content) == {f"{match.group(1)}/a.txt": b"a" * 10_000}
+    assert tar_files(response.content) == {f"{match.group(1)}/a.txt": b"a" * 10_000}
 
 
 def test_download_name_without_tar_ending_is_the_top_folder(
@@ -108,7 +98,7 @@ def test_download_name_without_tar_ending_is_the_top_folder(
     wait_for_cart(client, uid)
     response = client.get(f"/{uid}?filename=data")
     assert response.headers["Content-Disposition"] == "attachment; filename=data"
-    assert contents(response.content) == {"data/x/y.bin": bytes(range(256)) * 40}
+    assert tar_files(response.content) == {"data/x/y.bin": bytes(range(256)) * 40}
 
 
 def test_non_ascii_download_name_is_quoted(client: httpx.Client, store_files: Store) -> None:
@@ -120,7 +110,7 @@ def test_non_ascii_download_name_is_quoted(client: httpx.Client, store_files: St
     assert response.status_code == 200
     disposition = response.headers["Content-Disposition"]
     assert "filename*=UTF-8''donn%C3%A9es%20%C3%A9t%C3%A9.tar" in disposition
-    assert list(contents(response.content)) == ["données été/a.txt"]
+    assert list(tar_files(response.content)) == ["données été/a.txt"]
 
 
 @pytest.mark.parametrize("name", ["a/b.tar", "bad\nname", "x" * 256])
@@ -147,7 +137,7 @@ def test_bundled_cart_has_the_uid_as_top_folder(
     response = client.get(f"/{uid}", params={"filename": "whatever.tar"})
     assert response.status_code == 200
     assert response.headers["Content-Disposition"] == "attachment; filename=whatever.tar"
-    assert contents(response.content) == {f"{uid}/{path}": data for path, data in files.items()}
+    assert tar_files(response.content) == {f"{uid}/{path}": data for path, data in files.items()}
 
 
 def test_integer_ids_are_accepted(
@@ -160,7 +150,7 @@ def test_integer_ids_are_accepted(
     fileids = [{"id": file_id, "path": "n.txt", "hashtype": "sha1", "hashsum": sha1}]
     assert post(client, uid, fileids).status_code == 201
     assert wait_for_cart(client, uid).status_code == 204
-    assert contents(client.get(f"/{uid}?filename=d").content) == {"d/n.txt": b"by number"}
+    assert tar_files(client.get(f"/{uid}?filename=d").content) == {"d/n.txt": b"by number"}
 
 
 def test_in_progress_cart_says_staging_and_202(
@@ -272,7 +262,7 @@ def test_posting_again_to_a_uid_starts_a_new_cart(client: httpx.Client, store_fi
     wait_for_cart(client, uid)
     post(client, uid, store_files({"second.txt": b"second"}))
     wait_for_cart(client, uid)
-    assert contents(client.get(f"/{uid}?filename=d").content) == {"d/second.txt": b"second"}
+    assert tar_files(client.get(f"/{uid}?filename=d").content) == {"d/second.txt": b"second"}
     assert client.delete(f"/{uid}").status_code == 200
     assert client.head(f"/{uid}").status_code == 404
 
@@ -382,5 +372,5 @@ def test_carts_posted_together_all_become_ready(client: httpx.Client, store_file
         head = wait_for_cart(client, uid)
         assert head.headers["X-Pacifica-Status"] == "ready", head.headers
         assert head.headers["X-Pacifica-Files-Staged"] == "8"
-        got = contents(client.get(f"/{uid}?filename=t").content)
+        got = tar_files(client.get(f"/{uid}?filename=t").content)
         assert got == {f"t/{path}": data for path, data in files.items()}

@@ -4,8 +4,6 @@ and no file that was already verified is pulled from the archive a second time."
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 from pathlib import Path
 
 import httpx
@@ -13,16 +11,7 @@ import httpx
 from tests.conftest import ServerFactory, entry, new_id
 from tests.support.cartd_server import wait_for_cart, wait_until
 from tests.support.fault_archive import FaultArchive, Faults
-
-
-def tar_files(data: bytes) -> dict[str, bytes]:
-    found = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for info in tar.getmembers():
-            handle = tar.extractfile(info) if info.isfile() else None
-            if handle is not None:
-                found[info.name] = handle.read()
-    return found
+from tests.support.tars import tar_files
 
 
 def staged(url: str, uid: str) -> int:
