@@ -62,10 +62,12 @@ def open_engine(settings: Settings) -> Engine:
 
 def ensure_schema(engine: Engine) -> None:
     """SQLite is ours alone, so bring it up to date; a shared server is `cartd dbsync`'s job."""
+    current, head = migrate.current_revision(engine), migrate.HEAD
+    if current == head:
+        return
     if engine.dialect.name == "sqlite":
         migrate.upgrade(engine)
         return
-    current, head = migrate.current_revision(engine), migrate.head_revision()
     if current != head:
         raise ConfigError(
             f"the database schema is at revision {current or 'none'} but cartd needs {head}:"

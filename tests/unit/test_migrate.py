@@ -23,3 +23,9 @@ def test_fresh_database_upgrades_to_head_and_matches_the_models(tmp_path: Path) 
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_head_constant_matches_the_newest_migration() -> None:
+    from cartd.db import migrate
+
+    assert migrate.head_revision() == migrate.HEAD
