@@ -29,12 +29,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
 import httpx
 
+from tests.support.lifecycle import Running
 from tests.support.venvs import REQUIREMENTS_DIR, ensure_venv
 
 VENV_NAME = "archiveinterface"
@@ -82,7 +82,7 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bo
     raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
 
 
-class ArchiveInterface:
+class ArchiveInterface(Running):
     """The real archive interface as a subprocess; a context manager.
 
     ``url`` ends with a slash (``url + file_id`` is a file), ``prefix`` is
@@ -213,19 +213,6 @@ class ArchiveInterface:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         self.url, self.port = "", 0
-
-    def __enter__(self) -> ArchiveInterface:
-        """Start on entering the ``with`` block."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop on leaving the ``with`` block."""
-        self.stop()
 
     def path_of(self, file_id: str) -> Path:
         """Where the posix backend keeps ``file_id``."""

@@ -10,11 +10,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from tests.support.archive_interface import free_port
+from tests.support.lifecycle import Running
 
 #: Quick retries and polls so fault tests end in seconds, not minutes.
 FAST_POLICY = {
@@ -27,7 +27,7 @@ FAST_POLICY = {
 }
 
 
-class CartdServer:
+class CartdServer(Running):
     def __init__(
         self,
         workdir: Path,
@@ -89,17 +89,6 @@ class CartdServer:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-    def __enter__(self) -> CartdServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def wait_until(

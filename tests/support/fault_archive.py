@@ -41,10 +41,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import uvicorn
+
+from tests.support.lifecycle import Running
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -161,7 +162,7 @@ def _unknown(file_id: str) -> _Reply:
     )
 
 
-class FaultArchive:
+class FaultArchive(Running):
     """Fault-injecting archive served on ``127.0.0.1`` from a background thread.
 
     Use as a context manager, or call ``start()`` / ``stop()``.  ``url`` ends
@@ -256,19 +257,6 @@ class FaultArchive:
         self._loop = self._stopping = None
         if thread.is_alive():
             raise RuntimeError("fault archive thread did not stop")
-
-    def __enter__(self) -> FaultArchive:
-        """Start on entering the ``with`` block."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop on leaving the ``with`` block."""
-        self.stop()
 
     # -- content and accounting -------------------------------------------
 
