@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, case, func, or_, select
@@ -166,14 +166,6 @@ class CartStore:
             )
             return bool(result.rowcount)
 
-    def update_cart(self, cart_id: int, **fields: Any) -> None:
-        with self._writing() as connection:
-            connection.execute(carts.update().where(carts.c.id == cart_id).values(**fields))
-
-    def touch(self, cart_id: int) -> None:
-        """A download counts as use, for eviction by least recent use."""
-        self.update_cart(cart_id, last_used_at=now())
-
     def delete_uid(self, uid: str) -> list[int]:
         """Make every live cart of a uid gone; return their ids so their files can go too."""
         with self._writing() as connection:
@@ -198,16 +190,6 @@ class CartStore:
             connection.execute(files.delete().where(files.c.cart_id == cart_id))
             connection.execute(carts.delete().where(carts.c.id == cart_id))
 
-    def carts_older_than(self, age: timedelta) -> list[Cart]:
-        with self._reading() as connection:
-            rows = connection.execute(
-                select(carts).where(
-                    carts.c.status != CartStatus.DELETED.value,
-                    carts.c.last_used_at < now() - age,
-                )
-            )
-            return [_cart(row) for row in rows]
-
     # -- files ---------------------------------------------------------------------------
 
     def load_step(self, file_id: int) -> tuple[CartFile, Cart] | None:
@@ -220,11 +202,6 @@ class CartStore:
                 .where(files.c.id == file_id)
             ).first()
         return (_file(row), _cart(row, prefix="cart__")) if row else None
-
-    def get_file(self, file_id: int) -> CartFile | None:
-        with self._reading() as connection:
-            row = connection.execute(select(files).where(files.c.id == file_id)).first()
-            return _file(row) if row else None
 
     def files_of(self, cart_id: int) -> list[CartFile]:
         with self._reading() as connection:

@@ -371,12 +371,8 @@ class Pipeline:
     # -- the cart step -------------------------------------------------------------------
 
     def _finish_if_complete(self, cart_id: int) -> None:
-        if self.store.all_staged(cart_id):
-            self._claim_and_finish(cart_id)
-
-    def _claim_and_finish(self, cart_id: int) -> None:
         """Exactly one caller wins the move to bundling, and only it finishes the cart."""
-        if self.store.move_cart(cart_id, CartStatus.BUNDLING):
+        if self.store.all_staged(cart_id) and self.store.move_cart(cart_id, CartStatus.BUNDLING):
             self.finish(cart_id)
 
     def finish(self, cart_id: int) -> None:

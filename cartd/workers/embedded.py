@@ -118,11 +118,6 @@ class EmbeddedRunner:
             thread.join(timeout)
         self._threads.clear()
 
-    def idle(self) -> bool:
-        """Nothing queued and nothing running."""
-        with self._cond:
-            return not self._queue and not self._running
-
     def _next(self) -> Task | None:
         with self._cond:
             while not self._stopping.is_set():
