@@ -147,7 +147,7 @@ def raw_baseline(archive_url: str, orders: list[list[dict[str, Any]]]) -> float:
                 digest = hashlib.sha1()
                 with client.stream("GET", url) as response:
                     response.raise_for_status()
-                    for chunk in response.iter_raw(4 * MiB):
+                    for chunk in response.iter_raw():
                         digest.update(chunk)
                 if digest.hexdigest() != wanted["hashsum"]:
                     raise RuntimeError(f"raw baseline: {wanted['id']} has the wrong bytes")

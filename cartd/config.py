@@ -93,7 +93,7 @@ KEYS: tuple[Key, ...] = (
         "cartd",
         "transfer_size",
         "TRANSFER_SIZE",
-        "Size of the chunks read from the archive and sent to clients.",
+        "Size of the chunks read from disk (the volume, a `file://` archive) and sent to clients.",
     ),
     Key(
         "volume_size_limit",

@@ -66,7 +66,10 @@ def ensure_schema(engine: Engine) -> None:
     if current == head:
         return
     if engine.dialect.name == "sqlite":
-        migrate.upgrade(engine)
+        if current is None and migrate.is_empty(engine):
+            migrate.create_fresh(engine)
+        else:
+            migrate.upgrade(engine)
         return
     if current != head:
         raise ConfigError(

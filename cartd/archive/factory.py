@@ -13,7 +13,7 @@ from cartd.errors import ConfigError
 def open_archive(url: str, *, chunk_size: int, timeout: float, connections: int) -> Archive:
     parsed = urlparse(url)
     if parsed.scheme in {"http", "https"}:
-        return PacificaArchive(url, chunk_size=chunk_size, timeout=timeout, connections=connections)
+        return PacificaArchive(url, timeout=timeout, connections=connections)
     if parsed.scheme == "file":
         return FolderArchive(unquote(parsed.path), chunk_size=chunk_size)
     raise ConfigError(f"archiveinterface.url: unsupported scheme in {url!r}")

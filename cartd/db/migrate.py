@@ -1,8 +1,10 @@
 """Apply and check the Alembic migrations shipped inside the package.
 
 Alembic is imported only when a migration is looked at or run: a server whose
-schema is already current (every start but the first after an upgrade) then
-never loads it, which keeps about 10 MiB out of its memory.
+schema is already current never loads it, which keeps about 12 MiB out of its
+memory. A brand-new SQLite database is not migrated either: `create_fresh`
+builds what the models describe and records it as the newest revision, which is
+what running every migration gives (a test holds the two equal).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, insert, inspect, text
+
+from cartd.db.models import Base, VolumeLockRow
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -47,6 +51,25 @@ def check(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.check(config)
+
+
+def create_fresh(engine: Engine) -> None:
+    """Build the newest schema in an empty database, stamped as `HEAD`, without Alembic."""
+    with engine.begin() as connection:
+        Base.metadata.create_all(connection)
+        connection.execute(insert(VolumeLockRow).values(id=1))  # the row 0002 seeds
+        connection.execute(
+            text(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL,"
+                " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+        )
+        connection.execute(text("INSERT INTO alembic_version VALUES (:head)"), {"head": HEAD})
+
+
+def is_empty(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return not inspect(connection).get_table_names()
 
 
 def current_revision(engine: Engine) -> str | None:

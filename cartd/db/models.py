@@ -42,13 +42,14 @@ class FileRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     mtime: Mapped[float | None] = mapped_column(Float, nullable=True)
-    #: What the archive's last HEAD said: readable now (True) or on tape (False).
-    on_disk: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     polls: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Columns added by later migrations come last, where ALTER TABLE puts them.
+    #: What the archive's last HEAD said: readable now (True) or on tape (False).
+    on_disk: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class VolumeLockRow(Base):

@@ -27,6 +27,7 @@ from cartd.archive.base import Archive, ArchiveFile
 from cartd.bundle import iter_tar, tar_size
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
+from cartd.durable import DurableFile
 from cartd.errors import PermanentArchiveError, TransientArchiveError
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
@@ -270,13 +271,15 @@ class Pipeline:
         digest = hashlib.new(file.hashtype)
         received = 0
         try:
-            with self.archive.read(file.archive_id) as chunks, partial.open("wb") as out:
+            with (
+                self.archive.read(file.archive_id) as chunks,
+                DurableFile(partial, expected_size=info.size) as out,
+            ):
                 for chunk in chunks:
                     digest.update(chunk)
                     out.write(chunk)
                     received += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                out.commit()
             if received != info.size:
                 raise TransientArchiveError(
                     f"the archive sent {received} bytes of the {info.size} it announced"
@@ -402,10 +405,10 @@ class Pipeline:
         members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=cart.uid)
         final = self.volume.bundle_path(cart.id)
         partial = final.with_suffix(".tar.partial")
-        with partial.open("wb") as out:
+        size = tar_size(members)
+        with DurableFile(partial, expected_size=size) as out:
             for chunk in iter_tar(members, self.policy.chunk_size):
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+            out.commit()
         self.volume.commit(partial, final)
-        return tar_size(members)
+        return size

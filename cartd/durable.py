@@ -1,0 +1,194 @@
+"""Writing a pulled file so that it is on disk when we say so, without the network
+waiting on the disk.
+
+A large file is written with `O_DIRECT` from a few page-aligned buffers, on a
+helper thread: the disk works while the next bytes arrive and are hashed, and
+the bytes never pass through the page cache. On a 2-core VM pulling 1 GiB from
+the Archive Interface, buffered writes cost the kernel 3-5 CPU seconds filling
+the page cache, against 0.5 with `O_DIRECT`, and the pull took 1.5x the time of
+only receiving and hashing, against 1.0x. The files are read once, when the cart
+is downloaded, so the cache would have bought little.
+
+A small file, or a filesystem without `O_DIRECT` (tmpfs), gets plain writes,
+with the kernel asked to start writing back every few megabytes so the final
+fsync has little left. Either way the file is on disk when `commit` returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import queue
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from cartd.libc import start_writeback
+
+MiB = 1024 * 1024
+#: Files at least this big are written directly, on a helper thread.
+DIRECT_FROM = 8 * MiB
+#: One direct write; a multiple of any block size a disk asks alignment to.
+DIRECT_BLOCK = 2 * MiB
+#: Blocks per direct writer: one filling while the other is written.
+DIRECT_BUFFERS = 2
+#: Plain writes start writing back after this many new bytes.
+WRITEBACK_EVERY = 8 * MiB
+
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def _write_all(descriptor: int, data: bytes | memoryview | mmap.mmap) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+class _Writer:
+    """What both ways of writing offer `DurableFile`."""
+
+    descriptor: int
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """Every byte handed to the kernel; raises what any write raised."""
+
+    def stop(self) -> None:
+        """Release helpers without finishing (an abandoned pull)."""
+
+
+class _PlainWriter(_Writer):
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.written = 0
+        self.flushed = 0
+
+    def write(self, chunk: bytes) -> None:
+        _write_all(self.descriptor, chunk)
+        self.written += len(chunk)
+        if self.written - self.flushed >= WRITEBACK_EVERY:
+            start_writeback(self.descriptor, self.flushed, self.written - self.flushed)
+            self.flushed = self.written
+
+
+_STOP = None
+
+
+class _DirectWriter(_Writer):
+    """Fills aligned blocks here and writes them with `O_DIRECT` on a helper thread.
+
+    The last, partial block is written after `O_DIRECT` is switched off, so no
+    padding is ever written. A write error on the helper thread is raised by the
+    next `write` or by `finish`; the helper keeps recycling blocks meanwhile, so
+    the puller never waits forever.
+    """
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.error: BaseException | None = None
+        self.free: queue.Queue[mmap.mmap] = queue.Queue()
+        self.full: queue.Queue[mmap.mmap | None] = queue.Queue()
+        for _ in range(DIRECT_BUFFERS):
+            self.free.put(mmap.mmap(-1, DIRECT_BLOCK))  # anonymous: page-aligned
+        self.block = self.free.get()
+        self.filled = 0
+        self.thread: threading.Thread | None = threading.Thread(
+            target=self._drain, name="direct-write", daemon=True
+        )
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while (block := self.full.get()) is not _STOP:
+            if self.error is None:
+                try:
+                    _write_all(self.descriptor, block)
+                except BaseException as exc:  # handed to the puller's thread
+                    self.error = exc
+            self.free.put(block)
+
+    def write(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), DIRECT_BLOCK - self.filled)
+            self.block[self.filled : self.filled + take] = view[:take]
+            self.filled += take
+            view = view[take:]
+            if self.filled == DIRECT_BLOCK:
+                self.full.put(self.block)
+                self.block = self.free.get()
+                self.filled = 0
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.full.put(_STOP)
+            self.thread.join()
+            self.thread = None
+
+    def finish(self) -> None:
+        self.stop()
+        if self.error is not None:
+            raise self.error
+        if self.filled:
+            flags = fcntl.fcntl(self.descriptor, fcntl.F_GETFL)
+            fcntl.fcntl(self.descriptor, fcntl.F_SETFL, flags & ~_O_DIRECT)
+            _write_all(self.descriptor, memoryview(self.block)[: self.filled])
+
+
+def _open(path: Path, expected_size: int) -> _Writer:
+    if _O_DIRECT and expected_size >= DIRECT_FROM:
+        try:
+            descriptor = os.open(path, _FLAGS | _O_DIRECT, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: this filesystem has no O_DIRECT
+                raise
+        else:
+            try:
+                return _DirectWriter(descriptor)
+            except BaseException:
+                os.close(descriptor)
+                raise
+    return _PlainWriter(os.open(path, _FLAGS, 0o644))
+
+
+class DurableFile:
+    """A new file written from a stream of chunks; on disk once `commit` returns.
+
+    Use as a context manager: leaving it without `commit` (an error, a cancelled
+    pull) closes the file and leaves it to the caller to remove.
+    """
+
+    def __init__(self, path: Path, *, expected_size: int = 0) -> None:
+        self._writer = _open(path, expected_size)
+        self._open = True
+
+    def write(self, chunk: bytes) -> None:
+        self._writer.write(chunk)
+
+    def commit(self) -> None:
+        """Wait for every byte, fsync, close; raises what any write raised."""
+        self._writer.finish()
+        os.fsync(self._writer.descriptor)
+        self._close()
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self._writer.stop()
+            os.close(self._writer.descriptor)
+
+    def __enter__(self) -> DurableFile:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._close()
