@@ -25,11 +25,9 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cartd.api.app import create_app
-    from cartd.libc import return_large_buffers_to_the_system
     from cartd.runtime import build_runtime
 
     settings = _settings(args)
-    return_large_buffers_to_the_system()
     app = create_app(settings, build_runtime(settings))
     uvicorn.run(
         app,
