@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -63,6 +67,30 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
+#: One lock per SQLite engine, taken by this process's writers before SQLite's own.
+_WRITE_LOCKS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+
+
+class Writer:
+    """Opens transactions that will write.
+
+    On SQLite, writers in this process queue on a lock before asking SQLite for its
+    write lock. SQLite's busy handler makes a refused writer sleep 1 to 100 ms before
+    trying again, so four workers committing verified files at once spent longer
+    asleep than writing; a queued thread starts the moment the previous commit ends.
+    Another process (an admin command) still meets SQLite's busy timeout.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine.execution_options(**{WRITES: True})
+        self._lock: AbstractContextManager[object] = _WRITE_LOCKS.get(engine) or nullcontext()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self._lock, self._engine.begin() as connection:
+            yield connection
+
+
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:
     try:
         parsed = make_url(url)
@@ -80,6 +108,7 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        _WRITE_LOCKS[engine] = threading.Lock()
         return engine
     return create_engine(
         parsed,

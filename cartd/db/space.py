@@ -14,7 +14,7 @@ from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
-from cartd.db.engine import WRITES
+from cartd.db.engine import Writer
 from cartd.db.models import VolumeLockRow
 from cartd.db.store import carts, files, now
 from cartd.service.space import Candidate, Plan, plan_space
@@ -50,7 +50,7 @@ def _usage(connection: Connection) -> Usage:
 class SpaceLedger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._writer = engine.execution_options(**{WRITES: True})
+        self._writer = Writer(engine)
 
     def usage(self) -> Usage:
         with self.engine.connect() as connection:

@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, case, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
-from cartd.db.engine import WRITES
+from cartd.db.engine import Writer
 from cartd.db.models import CartRow, FileRow
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import FileOrder
@@ -80,7 +80,7 @@ def _cart_is_active(cart_id: ColumnElement[Any]) -> ColumnElement[bool]:
 class CartStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._writer = engine.execution_options(**{WRITES: True})
+        self._writer = Writer(engine)
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
