@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, case, func, or_, select
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Update
 
 from cartd.db.engine import Writer
 from cartd.db.models import CartRow, FileRow
@@ -75,6 +76,33 @@ def _file(row: Row[Any]) -> CartFile:
 
 def _cart_is_active(cart_id: ColumnElement[Any]) -> ColumnElement[bool]:
     return select(carts.c.id).where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE)).exists()
+
+
+# The statements every file step runs, built once: building a statement costs about as
+# much CPU as running it (0.12 of 0.32 ms for a cart by id on a 2-core VM).
+_GET_CART = select(carts).where(carts.c.id == bindparam("cart_id"))
+_LOAD_STEP = (
+    select(files, *[column.label(f"cart__{column.name}") for column in carts.c])
+    .join(carts, carts.c.id == files.c.cart_id)
+    .where(files.c.id == bindparam("file_id"))
+)
+_PENDING = select(func.count(files.c.id)).where(
+    files.c.cart_id == bindparam("cart_id"), files.c.status != FileStatus.STAGED.value
+)
+
+
+@lru_cache(maxsize=128)
+def _move_file_statement(expect: tuple[str, ...], columns: tuple[str, ...]) -> Update:
+    """The conditional update of a file, for one set of allowed statuses and columns."""
+    return (
+        files.update()
+        .where(
+            files.c.id == bindparam("file_id"),
+            files.c.status.in_(expect),
+            _cart_is_active(files.c.cart_id),
+        )
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
 
 
 class CartStore:
@@ -152,7 +180,7 @@ class CartStore:
 
     def get_cart(self, cart_id: int) -> Cart | None:
         with self._reading() as connection:
-            row = connection.execute(select(carts).where(carts.c.id == cart_id)).first()
+            row = connection.execute(_GET_CART, {"cart_id": cart_id}).first()
             return _cart(row) if row else None
 
     def move_cart(self, cart_id: int, to: CartStatus, **fields: Any) -> bool:
@@ -194,13 +222,8 @@ class CartStore:
 
     def load_step(self, file_id: int) -> tuple[CartFile, Cart] | None:
         """A file and its cart, in one query: what every pipeline step starts from."""
-        cart_columns = [column.label(f"cart__{column.name}") for column in carts.c]
         with self._reading() as connection:
-            row = connection.execute(
-                select(files, *cart_columns)
-                .join(carts, carts.c.id == files.c.cart_id)
-                .where(files.c.id == file_id)
-            ).first()
+            row = connection.execute(_LOAD_STEP, {"file_id": file_id}).first()
         return (_file(row), _cart(row, prefix="cart__")) if row else None
 
     def files_of(self, cart_id: int) -> list[CartFile]:
@@ -250,15 +273,11 @@ class CartStore:
         values: dict[str, Any] = {"updated_at": now(), **fields}
         if to is not None:
             values["status"] = to.value
-        result = connection.execute(
-            files.update()
-            .where(
-                files.c.id == file_id,
-                files.c.status.in_([status.value for status in expect]),
-                _cart_is_active(files.c.cart_id),
-            )
-            .values(**values)
+        statement = _move_file_statement(
+            tuple(sorted(status.value for status in expect)), tuple(sorted(values))
         )
+        parameters = {f"new_{name}": value for name, value in values.items()}
+        result = connection.execute(statement, {"file_id": file_id, **parameters})
         return bool(result.rowcount)
 
     def record_sizes(self, found: Sequence[tuple[int, int, float, bool]]) -> None:
@@ -373,12 +392,7 @@ class CartStore:
 
     def all_staged(self, cart_id: int) -> bool:
         with self._reading() as connection:
-            pending = connection.scalar(
-                select(func.count(files.c.id)).where(
-                    files.c.cart_id == cart_id, files.c.status != FileStatus.STAGED.value
-                )
-            )
-            return pending == 0
+            return connection.scalar(_PENDING, {"cart_id": cart_id}) == 0
 
     # -- recovery ------------------------------------------------------------------------
 
