@@ -37,6 +37,8 @@ DIRECT_BUFFERS = 2
 #: Plain writes start writing back after this many new bytes.
 WRITEBACK_EVERY = 8 * MiB
 
+#: What `O_DIRECT` needs lengths and offsets to be multiples of, on any common disk.
+_ALIGN = 4096
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
@@ -81,10 +83,11 @@ _STOP = None
 class _DirectWriter(_Writer):
     """Fills aligned blocks here and writes them with `O_DIRECT` on a helper thread.
 
-    The last, partial block is written after `O_DIRECT` is switched off, so no
-    padding is ever written. A write error on the helper thread is raised by the
-    next `write` or by `finish`; the helper keeps recycling blocks meanwhile, so
-    the puller never waits forever.
+    The last block is written directly up to its last whole 4 KiB; the few bytes
+    after are written once `O_DIRECT` is switched off, so no padding is ever
+    written. A write error on the helper thread is raised by the next `write` or
+    by `finish`; the helper keeps recycling blocks meanwhile, so the puller never
+    waits forever.
     """
 
     def __init__(self, descriptor: int) -> None:
@@ -134,10 +137,13 @@ class _DirectWriter(_Writer):
         self.stop()
         if self.error is not None:
             raise self.error
-        if self.filled:
+        whole = self.filled - self.filled % _ALIGN
+        if whole:
+            _write_all(self.descriptor, memoryview(self.block)[:whole])
+        if self.filled > whole:
             flags = fcntl.fcntl(self.descriptor, fcntl.F_GETFL)
             fcntl.fcntl(self.descriptor, fcntl.F_SETFL, flags & ~_O_DIRECT)
-            _write_all(self.descriptor, memoryview(self.block)[: self.filled])
+            _write_all(self.descriptor, memoryview(self.block)[whole : self.filled])
 
 
 def _open(path: Path, expected_size: int) -> _Writer:

@@ -86,6 +86,21 @@ _LOAD_STEP = (
     .join(carts, carts.c.id == files.c.cart_id)
     .where(files.c.id == bindparam("file_id"))
 )
+# ... and those of every status request (HEAD), which clients repeat while they wait.
+_LATEST_CART = (
+    select(carts)
+    .where(carts.c.uid == bindparam("uid"), carts.c.status != CartStatus.DELETED.value)
+    .order_by(carts.c.id.desc())
+    .limit(1)
+)
+_STAGED = files.c.status == FileStatus.STAGED.value
+_SIZE = func.coalesce(files.c.size, 0)
+_PROGRESS = select(
+    func.count(files.c.id),
+    func.coalesce(func.sum(case((_STAGED, 1), else_=0)), 0),
+    func.coalesce(func.sum(_SIZE), 0),
+    func.coalesce(func.sum(case((_STAGED, _SIZE), else_=0)), 0),
+).where(files.c.cart_id == bindparam("cart_id"))
 _PENDING = select(func.count(files.c.id)).where(
     files.c.cart_id == bindparam("cart_id"), files.c.status != FileStatus.STAGED.value
 )
@@ -170,12 +185,7 @@ class CartStore:
     def latest_cart(self, uid: str) -> Cart | None:
         """The newest live cart of that uid: the one HEAD and GET act on."""
         with self._reading() as connection:
-            row = connection.execute(
-                select(carts)
-                .where(carts.c.uid == uid, carts.c.status != CartStatus.DELETED.value)
-                .order_by(carts.c.id.desc())
-                .limit(1)
-            ).first()
+            row = connection.execute(_LATEST_CART, {"uid": uid}).first()
             return _cart(row) if row else None
 
     def get_cart(self, cart_id: int) -> Cart | None:
@@ -234,16 +244,9 @@ class CartStore:
             return [_file(row) for row in rows]
 
     def progress(self, cart_id: int) -> Progress:
-        staged = files.c.status == FileStatus.STAGED.value
-        size = func.coalesce(files.c.size, 0)
         with self._reading() as connection:
             total, done, size_total, size_done = connection.execute(
-                select(
-                    func.count(files.c.id),
-                    func.coalesce(func.sum(case((staged, 1), else_=0)), 0),
-                    func.coalesce(func.sum(size), 0),
-                    func.coalesce(func.sum(case((staged, size), else_=0)), 0),
-                ).where(files.c.cart_id == cart_id)
+                _PROGRESS, {"cart_id": cart_id}
             ).one()
             return Progress(int(total), int(done), int(size_total), int(size_done))
 
