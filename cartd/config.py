@@ -203,7 +203,7 @@ class Settings(BaseModel):
     lru_buffer_time: float = Field(0.0, ge=0)
     lru_purge: bool = True
     bundle_task: bool = False
-    transfer_size: int = Field(4_000_000, ge=4096)
+    transfer_size: int = Field(1024 * 1024, ge=4096)
     volume_size_limit: int | None = Field(None, gt=0)
     archive_url: str = "http://127.0.0.1:8080/"
     broker_url: str | None = None

@@ -92,7 +92,7 @@ def test_defaults_without_any_file_or_environment(empty_home: Path) -> None:
     assert settings.lru_buffer_time == 0
     assert settings.lru_purge is True
     assert settings.bundle_task is False
-    assert settings.transfer_size == 4_000_000
+    assert settings.transfer_size == 1024 * 1024
     assert settings.volume_size_limit is None
     assert settings.archive_url == "http://127.0.0.1:8080/"
     assert settings.broker_url is None
@@ -134,7 +134,7 @@ def test_ini_file_keys_are_read(tmp_path: Path) -> None:
 def test_ini_file_without_sections_of_interest_gives_defaults(tmp_path: Path) -> None:
     ini = write_ini(tmp_path / "other.ini", "[unrelated]\nkey = value\n")
     settings = load_settings(ini, environ={})
-    assert settings.transfer_size == 4_000_000
+    assert settings.transfer_size == 1024 * 1024
     assert settings.lru_purge is True
 
 
