@@ -72,10 +72,10 @@ class Scenario:
 
 
 FULL = [
-    Scenario("100x1MiB", 1, 100, MiB, repeat=3),
-    Scenario("1000x4KiB", 1, 1000, 4 * KiB, repeat=3),
+    Scenario("100x1MiB", 1, 100, MiB, repeat=5),
+    Scenario("1000x4KiB", 1, 1000, 4 * KiB, repeat=5),
     Scenario("20 carts x 10x100KiB", 20, 10, 100 * KiB, repeat=20),
-    Scenario("1x1GiB", 1, 1, GiB, repeat=3),
+    Scenario("1x1GiB", 1, 1, GiB, repeat=5),
     Scenario("200 carts x 10x4KiB", 200, 10, 4 * KiB),
     Scenario("tape 5s 10x100KiB", 1, 10, 100 * KiB, tape_seconds=5.0),
     Scenario("tape 20s 10x100KiB", 1, 10, 100 * KiB, tape_seconds=20.0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import re
 import tarfile
 import time
@@ -137,6 +138,21 @@ def test_bundled_cart_has_the_uid_as_top_folder(
     response = client.get(f"/{uid}", params={"filename": "whatever.tar"})
     assert response.status_code == 200
     assert response.headers["Content-Disposition"] == "attachment; filename=whatever.tar"
+    assert tar_files(response.content) == {f"{uid}/{path}": data for path, data in files.items()}
+
+
+def test_a_large_bundled_cart_is_served_byte_for_byte(
+    client: httpx.Client, store_files: Store
+) -> None:
+    """Both the pulled file and the bundle are big enough to be written with O_DIRECT."""
+    rng = random.Random(5)
+    files = {"big.bin": rng.randbytes(9 * 1024 * 1024 + 4097), "small.txt": b"small"}
+    uid = new_id("large")
+    assert post(client, uid, store_files(files), bundle=True).status_code == 201
+    assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+    response = client.get(f"/{uid}")
+    assert response.status_code == 200
+    assert int(response.headers["Content-Length"]) == len(response.content)
     assert tar_files(response.content) == {f"{uid}/{path}": data for path, data in files.items()}
 
 

@@ -119,6 +119,22 @@ def test_file_on_tape_is_polled_with_growing_delay(
     assert_served_exactly(client, uid, DATA)
 
 
+#: Big enough to be written with O_DIRECT on a helper thread, and not a whole number of blocks.
+LARGE = bytes(range(256)) * (40 * 1024) + b"tail"
+
+
+def test_a_large_file_broken_off_and_then_truncated_is_pulled_again_whole(
+    client: httpx.Client, archive: FaultArchive, server: CartdServer
+) -> None:
+    uid, file_id = order(client, archive, Faults(reset_first=1, truncate_first=1), data=LARGE)
+    head = wait_for_cart(client, uid)
+    assert head.headers["X-Pacifica-Status"] == "ready", head.headers
+    assert archive.count("GET", file_id) == 3
+    assert_served_exactly(client, uid, LARGE)
+    partials = [p for p in (server.workdir / "vol" / "carts").rglob("*") if "partial" in p.parts]
+    assert all(p.is_dir() for p in partials), partials
+
+
 @pytest.mark.parametrize(
     ("faults", "cause"),
     [
