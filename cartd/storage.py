@@ -39,11 +39,20 @@ class Volume:
     def bundle_path(self, cart_id: int) -> Path:
         return self.cart_dir(cart_id) / "bundle.tar"
 
-    def commit(self, partial: Path, final: Path) -> None:
-        """Move a verified file into place; a reader sees all of it or nothing."""
+    def commit(self, partial: Path, final: Path, *, sync: bool = True) -> None:
+        """Move a verified file into place; a reader sees all of it or nothing.
+
+        With `sync=False` the move is not yet durable: the caller syncs the folder
+        (`sync_folder`) once for a group of files before recording them verified.
+        """
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, final)
-        _fsync_dir(final.parent)
+        if sync:
+            _fsync_dir(final.parent)
+
+    def sync_folder(self, path: Path) -> None:
+        """Make the moves into a folder durable."""
+        _fsync_dir(path)
 
     def remove_cart(self, cart_id: int) -> None:
         shutil.rmtree(self.cart_dir(cart_id), ignore_errors=True)

@@ -27,6 +27,7 @@ carts = cast(Table, CartRow.__table__)
 files = cast(Table, FileRow.__table__)
 
 _ACTIVE = [status.value for status in CartStatus if status.is_active]
+_OPEN_FILES = (FileStatus.WAITING, FileStatus.STAGING)
 
 
 def now() -> datetime:
@@ -81,10 +82,10 @@ def _cart_is_active(cart_id: ColumnElement[Any]) -> ColumnElement[bool]:
 # The statements every file step runs, built once: building a statement costs about as
 # much CPU as running it (0.12 of 0.32 ms for a cart by id on a 2-core VM).
 _GET_CART = select(carts).where(carts.c.id == bindparam("cart_id"))
-_LOAD_STEP = (
+_LOAD_STEPS = (
     select(files, *[column.label(f"cart__{column.name}") for column in carts.c])
     .join(carts, carts.c.id == files.c.cart_id)
-    .where(files.c.id == bindparam("file_id"))
+    .where(files.c.id.in_(bindparam("file_ids", expanding=True)))
 )
 # ... and those of every status request (HEAD), which clients repeat while they wait.
 _LATEST_CART = (
@@ -230,11 +231,11 @@ class CartStore:
 
     # -- files ---------------------------------------------------------------------------
 
-    def load_step(self, file_id: int) -> tuple[CartFile, Cart] | None:
-        """A file and its cart, in one query: what every pipeline step starts from."""
+    def load_steps(self, file_ids: Sequence[int]) -> dict[int, tuple[CartFile, Cart]]:
+        """Files and their carts, in one query: what pipeline steps start from."""
         with self._reading() as connection:
-            row = connection.execute(_LOAD_STEP, {"file_id": file_id}).first()
-        return (_file(row), _cart(row, prefix="cart__")) if row else None
+            rows = connection.execute(_LOAD_STEPS, {"file_ids": list(file_ids)}).all()
+        return {row.id: (_file(row), _cart(row, prefix="cart__")) for row in rows}
 
     def files_of(self, cart_id: int) -> list[CartFile]:
         with self._reading() as connection:
@@ -282,6 +283,27 @@ class CartStore:
         parameters = {f"new_{name}": value for name, value in values.items()}
         result = connection.execute(statement, {"file_id": file_id, **parameters})
         return bool(result.rowcount)
+
+    def record_verified(self, verified: Sequence[tuple[int, int, float]]) -> set[int]:
+        """Mark many files verified in one transaction: (file id, size, mtime) each.
+
+        Returns the ids actually moved; a file whose cart was deleted or failed meanwhile
+        is left as it is. One commit for a group of files is what makes a cart of many
+        small files cheap: a commit costs more than the update it commits.
+        """
+        moved = set()
+        with self._writing() as connection:
+            for file_id, size, mtime in verified:
+                fields = {
+                    "size": size,
+                    "mtime": mtime,
+                    "attempts": 0,
+                    "error": None,
+                    "next_attempt_at": None,
+                }
+                if self._move_file(connection, file_id, FileStatus.STAGED, _OPEN_FILES, fields):
+                    moved.add(file_id)
+        return moved
 
     def record_sizes(self, found: Sequence[tuple[int, int, float, bool]]) -> None:
         """What the archive said of many files at once: (file id, size, mtime, on disk)."""

@@ -6,12 +6,13 @@ about again with a growing delay until it is on disk. Skipping the stage
 request for a file on disk saves a third of the archive's work for the common
 case, against an archive that serves one request at a time.
 
-One call of `advance` takes one file one step further and says when it wants
-to be called again, so a runner never sleeps in a worker: a file on tape gives
-its worker back and is re-scheduled with a growing delay. Everything a step
-learns is written to the database before it returns, so a process killed at
-any moment resumes where the last step left off, and a verified file is
-never pulled twice.
+One call of `advance` takes a few files one step further each and says when
+each wants to be called again, so a runner never sleeps in a worker: a file on
+tape gives its worker back and is re-scheduled with a growing delay.
+Everything a step learns is written to the database before it returns, so a
+process killed at any moment resumes where the last step left off. A pulled
+file is moved into place before its row says so; a step finding it there
+checks its bytes again rather than pulling it twice.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cartd.archive.base import Archive, ArchiveFile
 from cartd.bundle import iter_tar, tar_size
@@ -42,6 +44,8 @@ from cartd.storage import Volume
 log = logging.getLogger(__name__)
 
 _OPEN = (FileStatus.WAITING, FileStatus.STAGING)
+GROUP_BYTES = 64 * 1024 * 1024
+GROUP_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,44 @@ class PipelinePolicy:
 
 def _no_wake(file_ids: Iterable[int]) -> None:
     return None
+
+
+@dataclass(frozen=True)
+class _InPlace:
+    cart: Cart
+    file: CartFile
+    size: int
+    mtime: float
+    folder: Path
+
+
+class _Verified:
+    """Files verified and moved into place whose rows do not say so yet.
+
+    A group is recorded before it would hold `GROUP_BYTES` or once it has waited
+    `GROUP_SECONDS`, so the progress a client sees lags the pulls by about that.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[_InPlace] = []
+        self._bytes = 0
+        self._since = 0.0
+
+    def add(self, cart: Cart, file: CartFile, size: int, mtime: float, folder: Path) -> None:
+        if not self._items:
+            self._since = time.monotonic()
+        self._items.append(_InPlace(cart, file, size, mtime, folder))
+        self._bytes += size
+
+    def due(self, upcoming: int) -> bool:
+        """Whether to record the group before pulling `upcoming` more bytes."""
+        return bool(self._items) and (
+            self._bytes + upcoming >= GROUP_BYTES or time.monotonic() - self._since >= GROUP_SECONDS
+        )
+
+    def take(self) -> list[_InPlace]:
+        items, self._items, self._bytes = self._items, [], 0
+        return items
 
 
 class ChecksumMismatch(PermanentArchiveError):
@@ -90,12 +132,27 @@ class Pipeline:
 
     # -- the file step -------------------------------------------------------------------
 
-    def advance(self, file_id: int) -> float | None:
-        """Take one file one step further; return seconds until the next step, or None."""
-        loaded = self.store.load_step(file_id)
-        if loaded is None:
-            return None
-        file, cart = loaded
+    def advance(self, file_ids: Sequence[int]) -> list[float | None]:
+        """Take each file one step further; for each, seconds until its next step, or None.
+
+        Files pulled here are recorded verified in groups (one folder sync and one
+        commit for many files): for small files those cost more than the pull itself.
+        """
+        loaded = self.store.load_steps(file_ids)
+        verified = _Verified()
+        delays: list[float | None] = []
+        for file_id in file_ids:
+            step = loaded.get(file_id)
+            if step is None:
+                delays.append(None)
+                continue
+            if verified.due(upcoming=step[0].size or 0):
+                self._record(verified)
+            delays.append(self._advance(*step, verified))
+        self._record(verified)
+        return delays
+
+    def _advance(self, file: CartFile, cart: Cart, verified: _Verified) -> float | None:
         if not cart.status.is_active:
             return None
         if file.status is FileStatus.STAGED:
@@ -106,7 +163,7 @@ class Pipeline:
         if cart.status is CartStatus.WAITING:
             self.store.move_cart(cart.id, CartStatus.STAGING)
         try:
-            return self._step(cart, file)
+            return self._step(cart, file, verified)
         except TransientArchiveError as exc:
             self.metrics.archive_error("transient")
             return self._retry_later(cart, file, exc.message)
@@ -125,7 +182,7 @@ class Pipeline:
             return self._retry_later(cart, file, f"internal error: {type(exc).__name__}")
         return None
 
-    def _step(self, cart: Cart, file: CartFile) -> float | None:
+    def _step(self, cart: Cart, file: CartFile, verified: _Verified) -> float | None:
         if not file.hashsum:
             raise PermanentArchiveError(f"no {file.hashtype} checksum was given to verify it")
         if self._verified_before_crash(cart, file):
@@ -158,7 +215,7 @@ class Pipeline:
                 )
             if not self._reserve(cart):
                 return None
-        self._pull(cart, file, info)
+        self._pull(cart, file, info, verified)
         return None
 
     def _where_is(self, file: CartFile) -> ArchiveFile:
@@ -266,7 +323,7 @@ class Pipeline:
             need += tar_size(cart_members(cart, files, self.volume, top=cart.uid))
         return need
 
-    def _pull(self, cart: Cart, file: CartFile, info: ArchiveFile) -> None:
+    def _pull(self, cart: Cart, file: CartFile, info: ArchiveFile, verified: _Verified) -> None:
         partial = self.volume.partial_path(cart.id, file.id)
         digest = hashlib.new(file.hashtype)
         received = 0
@@ -291,31 +348,39 @@ class Pipeline:
                 )
             os.utime(partial, (info.mtime, info.mtime))
             final = self.volume.file_path(cart.id, file.id)
-            self.volume.commit(partial, final)
+            self.volume.commit(partial, final, sync=False)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        moved = self.store.move_file(
-            file.id,
-            FileStatus.STAGED,
-            expect=_OPEN,
-            size=received,
-            mtime=info.mtime,
-            attempts=0,
-            error=None,
-            next_attempt_at=None,
-        )
-        if not moved:
-            # The cart was deleted or failed meanwhile: keep nothing a deleted cart left.
-            current = self.store.get_cart(cart.id)
-            if current is None or current.status is CartStatus.DELETED:
-                self.volume.remove_cart(cart.id)
+        # Recorded with its group. Should the process die first, the next step finds the
+        # file in place and checks its bytes again (`_verified_before_crash`).
+        verified.add(cart, file, received, info.mtime, final.parent)
+
+    def _record(self, verified: _Verified) -> None:
+        """Make a group of files in place durable, then record them verified."""
+        group = verified.take()
+        if not group:
             return
-        _log(cart, file).info("verified %d bytes", received)
-        self.metrics.file_staged(received)
-        # Counted after our commit, never inside it: two files committing together would
-        # each still see the other as pending, and neither would finish the cart.
-        self._finish_if_complete(cart.id)
+        for folder in {item.folder for item in group}:
+            self.volume.sync_folder(folder)
+        moved = self.store.record_verified(
+            [(item.file.id, item.size, item.mtime) for item in group]
+        )
+        recorded: set[int] = set()
+        for item in group:
+            if item.file.id in moved:
+                recorded.add(item.cart.id)
+                _log(item.cart, item.file).info("verified %d bytes", item.size)
+                self.metrics.file_staged(item.size)
+        for cart_id in {item.cart.id for item in group} - recorded:
+            # Deleted or failed meanwhile: keep nothing a deleted cart left.
+            current = self.store.get_cart(cart_id)
+            if current is None or current.status is CartStatus.DELETED:
+                self.volume.remove_cart(cart_id)
+        for cart_id in sorted(recorded):
+            # Counted after our commit, never inside it: two groups committing together
+            # would each still see the other's files pending, and neither would finish.
+            self._finish_if_complete(cart_id)
 
     def _verified_before_crash(self, cart: Cart, file: CartFile) -> bool:
         """A file moved into place whose row was not yet updated when the process died."""

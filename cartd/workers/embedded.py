@@ -27,6 +27,10 @@ Task = tuple[str, int]
 
 #: Seconds before a step that raised (rather than returning a delay) runs again.
 RETRY_BROKEN = 5.0
+#: Most file steps a worker takes at once. Files taken together are recorded in one
+#: transaction; a worker takes no more than its share of the due steps, so files of a
+#: small cart are still pulled side by side.
+MAX_BATCH = 16
 
 
 class EmbeddedRunner:
@@ -48,7 +52,7 @@ class EmbeddedRunner:
         self._running: set[Task] = set()
         self._rerun: set[Task] = set()  # submitted again while running: run once more
         self._order = itertools.count()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         pipeline.wake = self.submit_files
@@ -57,8 +61,10 @@ class EmbeddedRunner:
         self._push(("file", file_id), delay)
 
     def submit_files(self, file_ids: Iterable[int]) -> None:
-        for file_id in file_ids:
-            self._push(("file", file_id), 0.0)
+        # Queued together, so waking workers find all of them due and share them out.
+        with self._cond:
+            for file_id in file_ids:
+                self._push(("file", file_id), 0.0)
 
     def submit_size(self, cart_id: int) -> None:
         self._push(("size", cart_id), 0.0)
@@ -118,46 +124,71 @@ class EmbeddedRunner:
             thread.join(timeout)
         self._threads.clear()
 
-    def _next(self) -> Task | None:
+    def _next(self) -> list[Task]:
+        """The next due task; for a file step, with more due file steps (its share)."""
         with self._cond:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 if self._queue and self._queue[0][0] <= now:
-                    _, _, task = heapq.heappop(self._queue)
-                    self._queued.discard(task)
-                    self._running.add(task)
-                    return task
+                    share = -(-self._due_count(now, MAX_BATCH * self.workers) // self.workers)
+                    tasks = [self._pop()]
+                    while (
+                        tasks[0][0] == "file"
+                        and len(tasks) < min(share, MAX_BATCH)
+                        and self._queue
+                        and self._queue[0][0] <= now
+                        and self._queue[0][2][0] == "file"
+                    ):
+                        tasks.append(self._pop())
+                    return tasks
                 self._cond.wait(self._queue[0][0] - now if self._queue else None)
-            return None
+            return []
+
+    def _pop(self) -> Task:
+        _, _, task = heapq.heappop(self._queue)
+        self._queued.discard(task)
+        self._running.add(task)
+        return task
+
+    def _due_count(self, now: float, cap: int) -> int:
+        """How many queued steps are due, counting up to `cap`.
+
+        The due entries of a heap form a subtree at its root, so only they are visited.
+        """
+        count, stack = 0, [0]
+        while stack and count < cap:
+            index = stack.pop()
+            if index < len(self._queue) and self._queue[index][0] <= now:
+                count += 1
+                stack += (2 * index + 1, 2 * index + 2)
+        return count
 
     def _work(self) -> None:
-        steps: dict[str, Callable[[int], float | None]] = {
-            "file": self.pipeline.advance,
-            "finish": self._finish,
-            "size": self._size,
-        }
-        while (task := self._next()) is not None:
-            kind, ident = task
-            delay: float | None = None
+        while tasks := self._next():
+            kind = tasks[0][0]
+            idents = [ident for _, ident in tasks]
+            delays: list[float | None]
             try:
-                delay = steps[kind](ident)
+                if kind == "file":
+                    delays = self.pipeline.advance(idents)
+                elif kind == "size":
+                    self.pipeline.size_cart(idents[0])
+                    delays = [None]
+                else:
+                    self.pipeline.finish(idents[0])
+                    delays = [None]
             except Exception:
                 # Most likely the database is unreachable. The step is not dropped: the
                 # cart would wait forever. It is tried again later, and logged each time.
-                log.exception("step %s %d failed; trying again in %.0fs", kind, ident, RETRY_BROKEN)
-                delay = RETRY_BROKEN
-            with self._cond:
-                self._running.discard(task)
-                if task in self._rerun:
-                    self._rerun.discard(task)
-                    delay = 0.0
-            if delay is not None and not self._stopping.is_set():
-                self._push(task, delay)
-
-    def _finish(self, cart_id: int) -> None:
-        self.pipeline.finish(cart_id)
-        return None
-
-    def _size(self, cart_id: int) -> None:
-        self.pipeline.size_cart(cart_id)
-        return None
+                log.exception(
+                    "step %s %s failed; trying again in %.0fs", kind, idents, RETRY_BROKEN
+                )
+                delays = [RETRY_BROKEN] * len(tasks)
+            for task, delay in zip(tasks, delays, strict=True):
+                with self._cond:
+                    self._running.discard(task)
+                    if task in self._rerun:
+                        self._rerun.discard(task)
+                        delay = 0.0
+                if delay is not None and not self._stopping.is_set():
+                    self._push(task, delay)

@@ -1,0 +1,86 @@
+"""The embedded runner's scheduling: how file steps are shared out among workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from cartd.service.pipeline import Pipeline
+from cartd.workers.embedded import MAX_BATCH, EmbeddedRunner
+
+
+class RecordingPipeline:
+    """Stands in for the pipeline: records the batches of file steps it is handed."""
+
+    def __init__(self, again: dict[int, float] | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.again = dict(again or {})
+        self.lock = threading.Lock()
+        self.wake: Any = None
+
+    def advance(self, file_ids: Sequence[int]) -> list[float | None]:
+        with self.lock:
+            self.batches.append(list(file_ids))
+            return [self.again.pop(file_id, None) for file_id in file_ids]
+
+    def size_cart(self, cart_id: int) -> None:
+        with self.lock:
+            self.batches.append([-cart_id])
+
+    def steps(self) -> list[int]:
+        with self.lock:
+            return [step for batch in self.batches for step in batch]
+
+
+class EmptyStore:
+    def unfinished(self) -> tuple[list[Any], list[int], list[int]]:
+        return [], [], []
+
+
+def run(pipeline: RecordingPipeline, workers: int, submit: Iterable[int], expect: int) -> None:
+    runner = EmbeddedRunner(
+        cast(Pipeline, pipeline), cast(Any, EmptyStore()), cast(Any, None), workers
+    )
+    runner.submit_files(submit)  # queued before the workers start: all due at once
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(pipeline.steps()) < expect and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop()
+
+
+def test_due_file_steps_are_shared_out_in_batches_of_at_most_a_workers_share() -> None:
+    pipeline = RecordingPipeline()
+    run(pipeline, workers=4, submit=range(40), expect=40)
+    assert sorted(pipeline.steps()) == list(range(40)), "each step ran exactly once"
+    assert all(len(batch) <= MAX_BATCH for batch in pipeline.batches)
+    assert len(pipeline.batches[0]) == 10, "the first worker takes its share, not all"
+    assert len(pipeline.batches) >= 4
+
+
+def test_a_lone_due_step_is_not_held_back_for_a_batch() -> None:
+    pipeline = RecordingPipeline()
+    run(pipeline, workers=4, submit=[7], expect=1)
+    assert pipeline.batches == [[7]]
+
+
+def test_a_step_that_asks_to_run_again_runs_again_alone_when_due() -> None:
+    pipeline = RecordingPipeline(again={3: 0.2})
+    run(pipeline, workers=2, submit=range(6), expect=7)
+    assert sorted(pipeline.steps()) == [0, 1, 2, 3, 3, 4, 5]
+    assert pipeline.batches[-1] == [3]
+
+
+def test_other_steps_are_never_batched_with_file_steps() -> None:
+    pipeline = RecordingPipeline()
+    runner = EmbeddedRunner(cast(Pipeline, pipeline), cast(Any, EmptyStore()), cast(Any, None), 1)
+    runner.submit_size(5)
+    runner.submit_files(range(3))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(pipeline.steps()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop()
+    assert pipeline.batches == [[-5], [0, 1, 2]]
