@@ -10,7 +10,7 @@ deterministic files into the archive, and for each scenario measures:
 
 - the raw baseline: a plain client doing, file after file, what a cart needs
   of the archive (stage, HEAD, GET with the checksum checked), with the HTTP
-  library cartd uses (httpcore), so the ratio is what cartd adds;
+  library cartd uses (the standard `http.client`), so the ratio is what cartd adds;
 - cartd: time from POST to ready (median and max over the carts), POST
   latency, the download rate with every member of every tar verified, and
   the server's peak RSS and CPU seconds.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import hashlib
+import http.client
 import io
 import json
 import platform
@@ -42,8 +43,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-import httpcore
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,24 +148,31 @@ def write_files(folder: Path, scenario: Scenario, tag: str) -> list[list[dict[st
 def raw_baseline(archive_url: str, orders: list[list[dict[str, Any]]]) -> float:
     """What a cart needs of the archive, file after file, by the simplest client.
 
-    It uses httpcore, the HTTP library cartd itself talks to the archive with, so the
-    ratio measures what cartd adds, not a difference between HTTP clients.
+    It uses `http.client` on one keep-alive connection, as cartd itself talks to the
+    archive, so the ratio measures what cartd adds, not a difference between HTTP clients.
     """
+    parts = urlsplit(archive_url)
     started = time.monotonic()
-    with httpcore.ConnectionPool() as pool:
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    try:
         for fileids in orders:
             for wanted in fileids:
-                url = archive_url + wanted["id"]
+                target = parts.path + quote(wanted["id"], safe="")
                 for method in ("POST", "HEAD"):
-                    response = pool.request(method, url, headers=[(b"Content-Length", b"0")])
+                    connection.request(method, target, headers={"Content-Length": "0"})
+                    response = connection.getresponse()
+                    response.read()
                     if response.status >= 400:
-                        raise RuntimeError(f"raw baseline: {method} {url}: {response.status}")
+                        raise RuntimeError(f"raw baseline: {method} {target}: {response.status}")
+                connection.request("GET", target)
+                response = connection.getresponse()
                 digest = hashlib.sha1()
-                with pool.stream("GET", url) as response:
-                    for chunk in response.iter_stream():
-                        digest.update(chunk)
+                while chunk := response.read(112 * KiB):
+                    digest.update(chunk)
                 if digest.hexdigest() != wanted["hashsum"]:
                     raise RuntimeError(f"raw baseline: {wanted['id']} has the wrong bytes")
+    finally:
+        connection.close()
     return time.monotonic() - started
 
 

@@ -169,11 +169,13 @@ class FaultArchive(Running):
     with a slash so ``url + file_id`` is a file's address.
     """
 
-    def __init__(self, *, chunk_size: int = 64 * 1024) -> None:
-        """Prepare an archive; ``chunk_size`` is the GET body chunk size."""
+    def __init__(self, *, chunk_size: int = 64 * 1024, keep_alive_seconds: float = 5.0) -> None:
+        """Prepare an archive; ``chunk_size`` is the GET body chunk size, and an idle
+        keep-alive connection is closed after ``keep_alive_seconds``."""
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         self.chunk_size = chunk_size
+        self.keep_alive_seconds = keep_alive_seconds
         self.url = ""
         self._lock = threading.Lock()
         self._files: dict[str, _Entry] = {}
@@ -204,6 +206,7 @@ class FaultArchive(Running):
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,
+            timeout_keep_alive=self.keep_alive_seconds,
         )
         self._server = uvicorn.Server(config)
         logging.getLogger("uvicorn.error").addFilter(_QUIET_RESETS)

@@ -98,11 +98,3 @@ def test_a_full_disk_is_raised_to_the_puller(expected_size: int) -> None:
     with pytest.raises(OSError, match="No space left") as caught:
         write_all(Path("/dev/full"), parts, expected_size)
     assert caught.value.errno == errno.ENOSPC
-
-
-def test_httpcore_still_reads_the_socket_in_large_pieces() -> None:
-    from httpcore._sync.http11 import HTTP11Connection
-
-    from cartd.archive.http import SOCKET_READ_SIZE
-
-    assert HTTP11Connection.READ_NUM_BYTES >= SOCKET_READ_SIZE
