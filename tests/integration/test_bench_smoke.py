@@ -32,5 +32,6 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
         assert row["wrong"] == 0
         assert row["ready_max"] > 0
         assert row["peak_rss_mib"] > 0
+        assert row["download_mb_s"] > 0, "every ready cart was downloaded and checked"
     assert results[0]["raw_seconds"] > 0
     assert results[2]["archive_requests_per_file"] >= 2
