@@ -7,6 +7,7 @@ files or written once to the volume.
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -78,14 +79,18 @@ def tar_size(members: Iterable[Member]) -> int:
     return sum(member.length for member in members) + len(END_OF_ARCHIVE)
 
 
-def _content(member: Member, chunk_size: int) -> Iterator[bytes]:
+def _content(member: Member, chunk_size: int, offset: int, length: int) -> Iterator[bytes]:
+    """`length` bytes of a member's file from `offset`, checked against its verified size."""
     assert member.source is not None
-    remaining = member.size
     try:
         handle = member.source.open("rb")
     except OSError as exc:
         raise SourceChanged(f"{member.name}: {exc.strerror}") from exc
     with handle:
+        if os.fstat(handle.fileno()).st_size != member.size:
+            raise SourceChanged(f"{member.name}: not the size it was verified at")
+        handle.seek(offset)
+        remaining = length
         while remaining > 0:
             chunk = handle.read(min(chunk_size, remaining))
             if not chunk:
@@ -94,12 +99,16 @@ def _content(member: Member, chunk_size: int) -> Iterator[bytes]:
             yield chunk
 
 
-def iter_tar(members: list[Member], chunk_size: int) -> Iterator[bytes]:
-    """The tar as chunks of about `chunk_size`. Raises `SourceChanged` rather than send a
-    wrong byte. Small pieces (headers, small files) are joined so a cart of many small
-    files is not sent a few hundred bytes at a time."""
+def iter_tar(
+    members: list[Member], chunk_size: int, start: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """The tar's bytes from `start` up to `end` (default: all of it), as chunks of about
+    `chunk_size`. Only the files the range covers are read, from where it starts in them.
+    Raises `SourceChanged` rather than send a wrong byte. Small pieces (headers, small
+    files) are joined so a cart of many small files is not sent a few hundred bytes at a
+    time."""
     buffer = bytearray()
-    for piece in _pieces(members, chunk_size):
+    for piece in _pieces(members, chunk_size, start, tar_size(members) if end is None else end):
         if not buffer and len(piece) >= chunk_size:
             yield piece
             continue
@@ -111,12 +120,29 @@ def iter_tar(members: list[Member], chunk_size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-def _pieces(members: list[Member], chunk_size: int) -> Iterator[bytes]:
+def _pieces(members: list[Member], chunk_size: int, start: int, end: int) -> Iterator[bytes]:
+    position = 0
+    for member, fixed in _segments(members):
+        length = member.size if member is not None else len(fixed)
+        low, high = max(start, position), min(end, position + length)
+        # An empty file in range is still opened: a vanished one must stop the stream.
+        if low < high or (member is not None and start <= position < end):
+            if member is not None:
+                yield from _content(member, chunk_size, low - position, high - low)
+            else:
+                yield fixed[low - position : high - position]
+        position += length
+        if position >= end:
+            return
+
+
+def _segments(members: list[Member]) -> Iterator[tuple[Member | None, bytes]]:
+    """The tar in order: fixed bytes (headers, padding, the end), or a member's content."""
     for member in members:
-        yield member.header
+        yield None, member.header
         if member.source is None:
             continue
-        yield from _content(member, chunk_size)
+        yield member, b""
         if padding(member.size):
-            yield b"\0" * padding(member.size)
-    yield END_OF_ARCHIVE
+            yield None, b"\0" * padding(member.size)
+    yield None, END_OF_ARCHIVE

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from cartd.api.headers import content_disposition, header_text
+from cartd.api.headers import (
+    RangeNotSatisfiable,
+    content_disposition,
+    header_text,
+    requested_range,
+    validator_holds,
+)
 from cartd.errors import CartdError, CartNotFound
 from cartd.service.carts import CartFailed, CartNotReady, CartService
 
@@ -70,7 +76,11 @@ def cart_status(uid: str, request: Request) -> Response:
 def download_cart(
     uid: str, request: Request, filename: str | None = None
 ) -> Response | StreamingResponse:
-    """The tar of a ready cart; 202 while it is being made; 500 with its error if it failed."""
+    """The tar of a ready cart; 202 while it is being made; 500 with its error if it failed.
+
+    A `Range` request for one byte range gets 206 and exactly those bytes (unless an
+    `If-Range` no longer holds), so a broken download can be resumed.
+    """
     try:
         download = _carts(request).download(uid, filename)
     except CartNotFound:
@@ -79,13 +89,33 @@ def download_cart(
         return PlainTextResponse(exc.message, status_code=202)
     except CartFailed as exc:
         return JSONResponse({"status": 500, "message": exc.message}, status_code=500)
+    last_modified = format_datetime(download.cart.updated_at, usegmt=True)
     headers = {
         "Content-Disposition": content_disposition(download.filename),
-        "Content-Length": str(download.size),
-        "Last-Modified": format_datetime(download.cart.updated_at, usegmt=True),
+        "Accept-Ranges": "bytes",
+        "ETag": download.etag,
+        "Last-Modified": last_modified,
     }
+    wanted = None
+    if validator_holds(request.headers.get("if-range"), download.etag, last_modified):
+        try:
+            wanted = requested_range(request.headers.get("range"), download.size)
+        except RangeNotSatisfiable as exc:
+            headers["Content-Range"] = f"bytes */{download.size}"
+            return JSONResponse(
+                {"status": 416, "message": f"Range Not Satisfiable: {exc}"},
+                status_code=416,
+                headers=headers,
+            )
+    status, (start, end) = (200, (0, download.size)) if wanted is None else (206, wanted)
+    headers["Content-Length"] = str(end - start)
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{download.size}"
     return StreamingResponse(
-        _carts(request).stream(download), media_type="application/octet-stream", headers=headers
+        _carts(request).stream(download, start, end),
+        status_code=status,
+        media_type="application/octet-stream",
+        headers=headers,
     )
 
 

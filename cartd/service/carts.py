@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -57,13 +58,30 @@ class Download:
     members: list[Member]
     chunk_size: int
 
-    def chunks(self) -> Iterator[bytes]:
+    @property
+    def etag(self) -> str:
+        """A strong validator: the same cart, made ready at the same moment, under the same
+        top folder gives the same bytes; anything else gives another tag."""
+        top = self.cart.uid if self.bundle_path is not None else self.filename
+        identity = "\0".join(
+            [str(self.cart.id), self.cart.uid, self.cart.updated_at.isoformat(), top]
+        )
+        digest = hashlib.sha256(f"{identity}\0{self.size}".encode()).hexdigest()
+        return f'"{digest[:32]}"'
+
+    def chunks(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The tar's bytes from `start` up to `end` (default: to its end)."""
+        end = self.size if end is None else end
         if self.bundle_path is None:
-            yield from iter_tar(self.members, self.chunk_size)
+            yield from iter_tar(self.members, self.chunk_size, start, end)
             return
         # Opened once: a bundle deleted meanwhile is still read whole from its open file.
         with self.bundle_path.open("rb") as handle:
-            yield from iter(lambda: handle.read(self.chunk_size), b"")
+            handle.seek(start)
+            remaining = end - start
+            while remaining > 0 and (chunk := handle.read(min(self.chunk_size, remaining))):
+                remaining -= len(chunk)
+                yield chunk
 
 
 def default_download_name(moment: datetime | None = None) -> str:
@@ -115,7 +133,9 @@ class CartService:
             raise CartFailed(cart.error or "the cart failed")
         if cart.status is not CartStatus.READY:
             raise CartNotReady("The cart is not ready for download.")
-        name = validate_download_name(filename, default_download_name())
+        # Named after the moment the cart became ready, not the request's: every GET of
+        # the cart then sends the same bytes, so a broken download can be resumed.
+        name = validate_download_name(filename, default_download_name(cart.updated_at))
         self.store.lease_download(cart.id, time.time() + DOWNLOAD_LEASE)
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
@@ -128,7 +148,7 @@ class CartService:
         members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=top)
         return Download(cart, name, tar_size(members), None, members, self.chunk_size)
 
-    def stream(self, download: Download) -> Iterator[bytes]:
+    def stream(self, download: Download, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """The download's bytes, keeping its lease against eviction while they flow.
 
         The lease ends with the last download of the cart in this process; the download
@@ -139,7 +159,7 @@ class CartService:
             self._downloads[cart_id] += 1
         renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
         try:
-            for chunk in download.chunks():
+            for chunk in download.chunks(start, end):
                 yield chunk
                 self.metrics.bytes_served(len(chunk))
                 if time.monotonic() >= renew_at:

@@ -390,3 +390,72 @@ def test_carts_posted_together_all_become_ready(client: httpx.Client, store_file
         assert head.headers["X-Pacifica-Files-Staged"] == "8"
         got = tar_files(client.get(f"/{uid}?filename=t").content)
         assert got == {f"t/{path}": data for path, data in files.items()}
+
+
+@pytest.mark.parametrize("bundle", [False, True], ids=["streamed", "bundled"])
+def test_a_broken_download_resumes_with_ranges_to_the_same_bytes(
+    client: httpx.Client, store_files: Store, bundle: bool
+) -> None:
+    rng = random.Random(7)
+    files = {"one.bin": rng.randbytes(300_000), "two/three.bin": rng.randbytes(70_001)}
+    uid = new_id("ranged")
+    assert post(client, uid, store_files(files), bundle=bundle).status_code == 201
+    assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+    whole = client.get(f"/{uid}")  # no filename: the default name must not move
+    assert whole.status_code == 200
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    size, etag = len(whole.content), whole.headers["ETag"]
+    assert int(whole.headers["Content-Length"]) == size
+
+    # A client that got 123,457 bytes before the connection broke asks for the rest, a
+    # while later: a default name taken from the clock would give another tar by then.
+    time.sleep(1.1)
+    resumed = bytearray(whole.content[:123_457])
+    for start, end in [(123_457, 200_000), (200_000, size - 1)]:
+        part = client.get(f"/{uid}", headers={"Range": f"bytes={start}-{end - 1}"})
+        assert part.status_code == 206
+        assert part.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
+        assert part.headers["ETag"] == etag
+        assert int(part.headers["Content-Length"]) == len(part.content) == end - start
+        resumed += part.content
+    tail = client.get(f"/{uid}", headers={"Range": "bytes=-1", "If-Range": etag})
+    assert tail.status_code == 206
+    resumed += tail.content
+    assert bytes(resumed) == whole.content
+    top = uid if bundle else whole.headers["Content-Disposition"].split("=", 1)[1][: -len(".tar")]
+    assert tar_files(bytes(resumed)) == {f"{top}/{path}": data for path, data in files.items()}
+
+
+def test_ranges_that_cannot_or_should_not_be_served(
+    client: httpx.Client, store_files: Store
+) -> None:
+    uid = new_id("ranged")
+    assert post(client, uid, store_files({"a.txt": b"a" * 5000})).status_code == 201
+    assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+    whole = client.get(f"/{uid}", params={"filename": "x.tar"})
+    size = len(whole.content)
+
+    past = client.get(f"/{uid}", params={"filename": "x.tar"}, headers={"Range": f"bytes={size}-"})
+    assert past.status_code == 416
+    assert past.headers["Content-Range"] == f"bytes */{size}"
+    assert past.json()["status"] == 416
+
+    stale = client.get(
+        f"/{uid}",
+        params={"filename": "x.tar"},
+        headers={"Range": "bytes=10-20", "If-Range": '"an-older-tag"'},
+    )
+    assert stale.status_code == 200, "a changed tar is sent whole, never spliced"
+    assert stale.content == whole.content
+
+    several = client.get(
+        f"/{uid}", params={"filename": "x.tar"}, headers={"Range": "bytes=0-1,5-6"}
+    )
+    assert several.status_code == 200
+    assert several.content == whole.content
+
+    other_name = client.get(f"/{uid}", params={"filename": "y.tar"})
+    assert other_name.headers["ETag"] != whole.headers["ETag"], "other bytes, other tag"
+
+    unknown = new_id("ranged")
+    assert client.get(f"/{unknown}", headers={"Range": "bytes=0-1"}).status_code == 404

@@ -194,3 +194,44 @@ def test_bytes_before_a_vanished_file_are_a_prefix_of_the_good_stream(tmp_path: 
         send_all()
     assert good.startswith(bytes(sent))
     assert len(sent) < len(good)
+
+
+def test_any_range_of_the_tar_is_that_slice_of_the_whole(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    whole = b"".join(iter_tar(members, 1 << 20))
+    size = tar_size(members)
+    assert len(whole) == size
+    # Every member boundary, one byte either side, and across several members.
+    edges = {0, 1, size - 1, size}
+    position = 0
+    for member in members:
+        position += member.length
+        edges.update({position - 1, position, position + 1})
+    cuts = sorted(edge for edge in edges if 0 <= edge <= size)
+    for start in cuts:
+        for end in cuts:
+            if start < end:
+                got = b"".join(iter_tar(members, 7, start, end))
+                assert got == whole[start:end], (start, end)
+
+
+def test_a_range_reads_only_the_files_it_covers(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    whole = b"".join(iter_tar(members, 1 << 20))
+    entries[1].source.unlink()  # nested.bin, early in the tar
+    tail = tar_size(members) - 2000
+    assert b"".join(iter_tar(members, 64, tail)) == whole[tail:]
+    with pytest.raises(SourceChanged):
+        b"".join(iter_tar(members, 64, 0, tail))
+
+
+def test_a_file_of_another_size_than_verified_stops_a_range_within_it(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    entries[1].source.write_bytes(bytes(range(256)) * 8)  # longer than verified
+    nested = [member.source for member in members].index(entries[1].source)
+    content = sum(member.length for member in members[:nested]) + len(members[nested].header)
+    with pytest.raises(SourceChanged):
+        b"".join(iter_tar(members, 64, content + 10, content + 20))

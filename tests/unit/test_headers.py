@@ -7,7 +7,13 @@ from urllib.parse import unquote
 
 import pytest
 
-from cartd.api.headers import content_disposition, header_text
+from cartd.api.headers import (
+    RangeNotSatisfiable,
+    content_disposition,
+    header_text,
+    requested_range,
+    validator_holds,
+)
 
 
 def parsed_filename(value: str) -> str | None:
@@ -81,3 +87,46 @@ def test_header_text_is_one_latin1_line(text: str, expected: str) -> None:
 def test_header_text_is_limited() -> None:
     assert header_text("x" * 5000) == "x" * 1024
     assert header_text("abcdef", limit=3) == "abc"
+
+
+SIZE = 10_240
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-99", (0, 100)),
+        ("bytes=100-", (100, SIZE)),
+        ("bytes=-100", (SIZE - 100, SIZE)),
+        ("bytes=-20000", (0, SIZE)),
+        ("bytes=10000-20000", (10_000, SIZE)),
+        ("bytes=5-5", (5, 6)),
+        ("bytes = 7-8", (7, 9)),
+    ],
+)
+def test_a_single_byte_range_is_honoured(header: str, expected: tuple[int, int]) -> None:
+    assert requested_range(header, SIZE) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "bytes=", "bytes=-", "bytes=9-3", "items=0-5", "bytes=0-1,5-6", "bytes=a-b"],
+)
+def test_anything_else_gets_the_whole_tar(header: str | None) -> None:
+    assert requested_range(header, SIZE) is None
+
+
+@pytest.mark.parametrize("header", [f"bytes={SIZE}-", f"bytes={SIZE + 5}-{SIZE + 9}", "bytes=-0"])
+def test_a_range_past_the_end_is_not_satisfiable(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        requested_range(header, SIZE)
+
+
+def test_if_range_holds_only_for_the_current_tag_or_date() -> None:
+    tag, date = '"abc"', "Sun, 22 Nov 2026 10:00:00 GMT"
+    assert validator_holds(None, tag, date)
+    assert validator_holds(tag, tag, date)
+    assert validator_holds(date, tag, date)
+    assert not validator_holds('"old"', tag, date)
+    assert not validator_holds('W/"abc"', tag, date)
+    assert not validator_holds("Sun, 22 Nov 2026 09:00:00 GMT", tag, date)
