@@ -15,6 +15,7 @@ from cartd.api.headers import (
     requested_range,
     validator_holds,
 )
+from cartd.api.views import CartView, cart_view
 from cartd.errors import CartdError, CartNotFound
 from cartd.service.carts import CartFailed, CartNotReady, CartService
 
@@ -70,6 +71,14 @@ def cart_status(uid: str, request: Request) -> Response:
         "X-Pacifica-Bytes-Staged": str(progress.bytes_staged),
     }
     return Response(status_code=500 if cart.error else 204, headers=headers)
+
+
+@router.get("/{uid}/files")
+def cart_files(uid: str, request: Request) -> CartView:
+    """Each file of the newest cart of the uid, with its status and error: which file holds
+    a cart up, and why."""
+    cart, files = _carts(request).files(uid)
+    return cart_view(cart, files)
 
 
 @router.get("/{uid}", response_model=None)

@@ -459,3 +459,44 @@ def test_ranges_that_cannot_or_should_not_be_served(
 
     unknown = new_id("ranged")
     assert client.get(f"/{unknown}", headers={"Range": "bytes=0-1"}).status_code == 404
+
+
+def test_the_files_view_shows_which_file_holds_a_cart_up(
+    client: httpx.Client, store_files: Store
+) -> None:
+    good = store_files({"good/a.txt": b"good bytes"})
+    bad = store_files({"bad/b.txt": b"other bytes"})
+    bad[0]["hashsum"] = "f" * 32
+    uid = new_id("viewed")
+    assert post(client, uid, good + bad).status_code == 201
+    wait_for_cart(client, uid)
+    view = client.get(f"/{uid}/files")
+    assert view.status_code == 200
+    body = view.json()
+    assert (body["uid"], body["status"], body["phase"]) == (uid, "error", "error")
+    files = {entry["path"]: entry for entry in body["files"]}
+    assert set(files) == {"good/a.txt", "bad/b.txt"}
+    # The cart stops at its first failed file, so the other may or may not be staged.
+    assert files["good/a.txt"]["status"] != "error"
+    assert files["good/a.txt"]["error"] is None
+    assert files["good/a.txt"]["id"] == good[0]["id"]
+    assert files["bad/b.txt"]["size"] == len(b"other bytes")
+    assert files["bad/b.txt"]["status"] == "error"
+    assert "checksum mismatch" in files["bad/b.txt"]["error"]
+    assert "/{uid}/files" in client.get("/openapi.json").json()["paths"]
+
+    ready = new_id("viewed")
+    assert post(client, ready, good).status_code == 201
+    assert wait_for_cart(client, ready).headers["X-Pacifica-Status"] == "ready"
+    body = client.get(f"/{ready}/files").json()
+    assert (body["status"], body["phase"], body["error"]) == ("ready", "ready", None)
+    assert [(f["path"], f["status"], f["size"]) for f in body["files"]] == [
+        ("good/a.txt", "staged", len(b"good bytes"))
+    ]
+
+
+def test_the_files_view_of_an_unknown_or_badly_named_cart(client: httpx.Client) -> None:
+    unknown = client.get(f"/{new_id('nothing')}/files")
+    assert unknown.status_code == 404
+    assert unknown.json()["status"] == 404
+    assert client.get("/bad%20uid/files").status_code == 400
