@@ -15,7 +15,7 @@ from cartd.api.headers import (
     requested_range,
     validator_holds,
 )
-from cartd.api.views import CartView, cart_view
+from cartd.api.views import CartView, Message, cart_view, error
 from cartd.errors import CartdError, CartNotFound
 from cartd.service.carts import CartFailed, CartNotReady, CartService
 
@@ -44,7 +44,33 @@ def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.post("/{uid}", status_code=201)
+_TAR = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_STATUS_HEADERS = {
+    name: {"schema": {"type": "string"}, "description": text}
+    for name, text in {
+        "X-Pacifica-Status": "staging until the cart is ready; ready; error",
+        "X-Pacifica-Message": "the cart's error, if any",
+        "X-Pacifica-Phase": "waiting, staging, bundling, ready or error",
+        "X-Pacifica-Files-Total": "files in the cart",
+        "X-Pacifica-Files-Staged": "files verified on the volume",
+        "X-Pacifica-Bytes-Total": "bytes in the cart, once the archive has said",
+        "X-Pacifica-Bytes-Staged": "bytes verified on the volume",
+    }.items()
+}
+
+
+@router.post(
+    "/{uid}",
+    status_code=201,
+    response_model=Message,
+    responses={400: error("a bad order or uid; nothing was stored")},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}},
+        }
+    },
+)
 async def order_cart(uid: str, request: Request) -> JSONResponse:
     """Store the order and start staging its files in the background."""
     body = await request.body()
@@ -52,7 +78,16 @@ async def order_cart(uid: str, request: Request) -> JSONResponse:
     return JSONResponse({"message": "Cart Processing has begun"}, status_code=201)
 
 
-@router.head("/{uid}")
+@router.head(
+    "/{uid}",
+    status_code=204,
+    responses={
+        204: {"description": "the cart's status and progress", "headers": _STATUS_HEADERS},
+        400: {"description": "a bad uid"},
+        404: {"description": "no such cart"},
+        500: {"description": "the cart failed", "headers": _STATUS_HEADERS},
+    },
+)
 def cart_status(uid: str, request: Request) -> Response:
     """Status headers; `X-Pacifica-Status` stays `staging` until the cart is ready."""
     try:
@@ -73,7 +108,10 @@ def cart_status(uid: str, request: Request) -> Response:
     return Response(status_code=500 if cart.error else 204, headers=headers)
 
 
-@router.get("/{uid}/files")
+@router.get(
+    "/{uid}/files",
+    responses={400: error("a bad uid"), 404: error("no such cart")},
+)
 def cart_files(uid: str, request: Request) -> CartView:
     """Each file of the newest cart of the uid, with its status and error: which file holds
     a cart up, and why."""
@@ -81,7 +119,29 @@ def cart_files(uid: str, request: Request) -> CartView:
     return cart_view(cart, files)
 
 
-@router.get("/{uid}", response_model=None)
+@router.get(
+    "/{uid}",
+    response_model=None,
+    responses={
+        200: {
+            "description": "the whole tar",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        202: {"description": "The cart is not ready for download.", "content": {"text/plain": {}}},
+        206: {
+            "description": "the byte range asked for with Range",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        400: error("a bad uid or filename"),
+        404: error("no such cart"),
+        416: error("the range starts past the end of the tar"),
+        500: error("the cart failed; the message is its error"),
+    },
+)
 def download_cart(
     uid: str, request: Request, filename: str | None = None
 ) -> Response | StreamingResponse:
@@ -128,7 +188,11 @@ def download_cart(
     )
 
 
-@router.delete("/{uid}")
+@router.delete(
+    "/{uid}",
+    response_model=Message,
+    responses={400: error("a bad uid"), 404: {"description": "no such cart", "model": Message}},
+)
 def delete_cart(uid: str, request: Request) -> JSONResponse:
     """Remove every cart of the uid and its files."""
     if _carts(request).delete(uid):

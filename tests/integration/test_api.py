@@ -9,7 +9,7 @@ import random
 import re
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -500,3 +500,41 @@ def test_the_files_view_of_an_unknown_or_badly_named_cart(client: httpx.Client) 
     assert unknown.status_code == 404
     assert unknown.json()["status"] == 404
     assert client.get("/bad%20uid/files").status_code == 400
+
+
+def test_the_openapi_description_says_what_cartd_answers(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    codes = {
+        (path, method): sorted(operation["responses"])
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert codes[("/{uid}", "post")] == ["201", "400"]
+    assert codes[("/{uid}", "head")] == ["204", "400", "404", "500"]
+    assert codes[("/{uid}", "get")] == ["200", "202", "206", "400", "404", "416", "500"]
+    assert codes[("/{uid}", "delete")] == ["200", "400", "404"]
+    assert codes[("/{uid}/files", "get")] == ["200", "400", "404"]
+    assert all("422" not in answers for answers in codes.values()), "cartd answers 400"
+    head = spec["paths"]["/{uid}"]["head"]["responses"]["204"]
+    assert "X-Pacifica-Status" in head["headers"]
+    order = spec["paths"]["/{uid}"]["post"]["requestBody"]["content"]["application/json"]
+    assert order["schema"] == {"$ref": "#/components/schemas/Order"}
+
+    # Every reference resolves, so a client generator can read the whole document.
+    def refs(node: object) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    yield value
+                else:
+                    yield from refs(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from refs(item)
+
+    schemas = spec["components"]["schemas"]
+    found = set(refs(spec))
+    assert "#/components/schemas/OrderedFile" in found
+    for ref in found:
+        assert ref.startswith("#/components/schemas/")
+        assert ref.rsplit("/", 1)[1] in schemas, ref
