@@ -125,16 +125,12 @@ def cart_files(uid: str, request: Request) -> CartView:
     responses={
         200: {
             "description": "the whole tar",
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
+            "content": _TAR,
         },
         202: {"description": "The cart is not ready for download.", "content": {"text/plain": {}}},
         206: {
             "description": "the byte range asked for with Range",
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
+            "content": _TAR,
         },
         400: error("a bad uid or filename"),
         404: error("no such cart"),

@@ -82,6 +82,14 @@ def _failure(method: str, exc: Exception) -> TransientArchiveError:
     return TransientArchiveError(f"{method} failed: {type(exc).__name__}: {exc}")
 
 
+def _body(method: str, response: http.client.HTTPResponse) -> bytes:
+    """The whole body of an answer; a connection failing meanwhile is a transient fault."""
+    try:
+        return response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise _failure(method, exc) from exc
+
+
 class _Connections:
     """Idle keep-alive connections to the archive; each in use by one thread at a time."""
 
@@ -159,10 +167,10 @@ class PacificaArchive:
     def _request(self, method: str, file_id: str) -> http.client.HTTPResponse:
         connection, response = self._exchange(method, file_id)
         try:
-            body = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+            body = _body(method, response)
+        except TransientArchiveError:
             connection.close()
-            raise _failure(method, exc) from exc
+            raise
         self._connections.give_back(connection)
         _raise_for(response.status, body)
         return response
@@ -207,11 +215,7 @@ class PacificaArchive:
         connection, response = self._exchange("GET", file_id)
         try:
             if response.status >= 400:
-                try:
-                    body = response.read()
-                except (OSError, http.client.HTTPException) as exc:
-                    raise _failure("GET", exc) from exc
-                _raise_for(response.status, body)
+                _raise_for(response.status, _body("GET", response))
             yield self._chunks(response)
         except BaseException:
             connection.close()

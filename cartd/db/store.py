@@ -27,7 +27,6 @@ carts = cast(Table, CartRow.__table__)
 files = cast(Table, FileRow.__table__)
 
 _ACTIVE = [status.value for status in CartStatus if status.is_active]
-_OPEN_FILES = (FileStatus.WAITING, FileStatus.STAGING)
 
 
 def now() -> datetime:
@@ -301,7 +300,7 @@ class CartStore:
                     "error": None,
                     "next_attempt_at": None,
                 }
-                if self._move_file(connection, file_id, FileStatus.STAGED, _OPEN_FILES, fields):
+                if self._move_file(connection, file_id, FileStatus.STAGED, None, fields):
                     moved.add(file_id)
         return moved
 

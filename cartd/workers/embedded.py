@@ -130,11 +130,13 @@ class EmbeddedRunner:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 if self._queue and self._queue[0][0] <= now:
-                    share = -(-self._due_count(now, MAX_BATCH * self.workers) // self.workers)
+                    share = 1
+                    if self._queue[0][2][0] == "file":
+                        due = self._due_count(now, MAX_BATCH * self.workers)
+                        share = min(-(-due // self.workers), MAX_BATCH)
                     tasks = [self._pop()]
                     while (
-                        tasks[0][0] == "file"
-                        and len(tasks) < min(share, MAX_BATCH)
+                        len(tasks) < share
                         and self._queue
                         and self._queue[0][0] <= now
                         and self._queue[0][2][0] == "file"
