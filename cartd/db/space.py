@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, Table, func, select
 from cartd.db.engine import Writer
 from cartd.db.models import VolumeLockRow
 from cartd.db.store import carts, files, now
-from cartd.service.space import Candidate, Plan, plan_space
+from cartd.space_plan import Candidate, Plan, plan_space
 from cartd.status import CartStatus, FileStatus
 
 volume_lock = cast(Table, VolumeLockRow.__table__)

@@ -37,7 +37,7 @@ from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
-from cartd.service.space import NO_SPACE
+from cartd.space_plan import NO_SPACE
 from cartd.status import CartStatus, FileStatus
 from cartd.storage import Volume
 

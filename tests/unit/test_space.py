@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cartd.service.space import Candidate, Plan, plan_space
+from cartd.space_plan import Candidate, Plan, plan_space
 
 
 def lru(*holds: int) -> list[Candidate]:

@@ -1,4 +1,5 @@
-"""How much of the volume a cart may have, and which carts make room for it: pure policy."""
+"""How much of the volume a cart may have, and which carts make room for it: pure policy,
+kept in a leaf module so both the database layer and the pipeline can use it."""
 
 from __future__ import annotations
 
