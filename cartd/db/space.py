@@ -12,18 +12,37 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Connection, Engine, Table, func, select
+from sqlalchemy import Connection, Engine, Table, and_, func, or_, select
+from sqlalchemy.sql import ColumnElement
 
 from cartd.db.engine import Writer
 from cartd.db.models import VolumeLockRow
 from cartd.db.store import carts, files, now
 from cartd.space_plan import Candidate, Plan, plan_space
-from cartd.status import CartStatus, FileStatus
+from cartd.status import CartStatus, FileStatus, cart_sources
 
 volume_lock = cast(Table, VolumeLockRow.__table__)
 
 _LIVE = carts.c.status != CartStatus.DELETED.value
 _EVICTABLE = [CartStatus.READY.value, CartStatus.ERROR.value]
+assert all(CartStatus(status) in cart_sources(CartStatus.DELETED) for status in _EVICTABLE)
+
+
+def _evictable(spare_seconds: float) -> ColumnElement[bool]:
+    """Finished, not used for `spare_seconds`, and not being downloaded."""
+    return and_(
+        carts.c.status.in_(_EVICTABLE),
+        carts.c.last_used_at <= now() - timedelta(seconds=spare_seconds),
+        or_(carts.c.download_lease_until.is_(None), carts.c.download_lease_until < time.time()),
+    )
+
+
+@dataclass(frozen=True)
+class _Planned:
+    granted: bool
+    evict: tuple[int, ...]
+    too_big: bool
+    holds: dict[int, int]  # bytes each candidate gives back
 
 
 @dataclass(frozen=True)
@@ -83,36 +102,59 @@ class SpaceLedger:
             )
             if pending is None:
                 return None
-            usage = _usage(connection)
-            capacity = usage.used + free_bytes
-            if limit is not None:
-                capacity = min(capacity, limit)
-            wall = time.time()
-            rows = connection.execute(
-                select(carts.c.id, func.coalesce(carts.c.reserved_bytes, 0))
-                .where(
-                    carts.c.status.in_(_EVICTABLE),
-                    carts.c.last_used_at <= now() - timedelta(seconds=spare_seconds),
-                    (carts.c.download_lease_until.is_(None))
-                    | (carts.c.download_lease_until < wall),
-                )
-                .order_by(carts.c.last_used_at, carts.c.id)
-            )
-            plan = plan_space(
-                need,
-                capacity=capacity,
-                reserved=usage.reserved,
-                candidates=(Candidate(int(row[0]), int(row[1])) for row in rows),
-                evict=evict,
-            )
-            if plan.evict:
-                connection.execute(
-                    carts.update()
-                    .where(carts.c.id.in_(plan.evict))
-                    .values(status=CartStatus.DELETED.value, updated_at=now())
-                )
+            evicted: list[int] = []
+            frees = 0
+            while True:
+                plan = self._plan(connection, need, free_bytes, limit, evict, spare_seconds)
+                won = [cart for cart in plan.evict if self._evict(connection, cart, spare_seconds)]
+                evicted += won
+                frees += sum(plan.holds[cart] for cart in won)
+                if len(won) == len(plan.evict):
+                    break
+                # A candidate was fixed, downloaded or deleted meanwhile: plan again with
+                # what is evictable now (those already evicted count as freed).
             if plan.granted:
                 connection.execute(
                     carts.update().where(carts.c.id == cart_id).values(reserved_bytes=need)
                 )
-            return plan
+            return Plan(plan.granted, tuple(evicted), frees, plan.too_big)
+
+    @staticmethod
+    def _plan(
+        connection: Connection,
+        need: int,
+        free_bytes: int,
+        limit: int | None,
+        evict: bool,
+        spare_seconds: float,
+    ) -> _Planned:
+        usage = _usage(connection)
+        capacity = usage.used + free_bytes
+        if limit is not None:
+            capacity = min(capacity, limit)
+        rows = connection.execute(
+            select(carts.c.id, func.coalesce(carts.c.reserved_bytes, 0))
+            .where(_evictable(spare_seconds))
+            .order_by(carts.c.last_used_at, carts.c.id)
+        ).all()
+        holds = {int(row[0]): int(row[1]) for row in rows}
+        plan = plan_space(
+            need,
+            capacity=capacity,
+            reserved=usage.reserved,
+            candidates=(Candidate(cart, size) for cart, size in holds.items()),
+            evict=evict,
+        )
+        return _Planned(plan.granted, plan.evict, plan.too_big, holds)
+
+    @staticmethod
+    def _evict(connection: Connection, cart_id: int, spare_seconds: float) -> bool:
+        """Delete one chosen cart if it is still evictable: a guarded update, so a cart
+        that `fixit` reopened or a download leased meanwhile is never taken."""
+        return bool(
+            connection.execute(
+                carts.update()
+                .where(carts.c.id == cart_id, _evictable(spare_seconds))
+                .values(status=CartStatus.DELETED.value, updated_at=now())
+            ).rowcount
+        )

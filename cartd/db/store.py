@@ -205,22 +205,23 @@ class CartStore:
             return bool(result.rowcount)
 
     def delete_uid(self, uid: str) -> list[int]:
-        """Make every live cart of a uid gone; return their ids so their files can go too."""
+        """Make every live cart of a uid gone; return the ids this call deleted, so their
+        files can go too. Each cart moves by a guarded update: one that an eviction or
+        another DELETE took meanwhile is theirs to clean up, not ours."""
+        sources = [status.value for status in cart_sources(CartStatus.DELETED)]
         with self._writing() as connection:
-            ids = list(
-                connection.scalars(
-                    select(carts.c.id).where(
-                        carts.c.uid == uid, carts.c.status != CartStatus.DELETED.value
-                    )
-                )
-            )
-            if ids:
-                connection.execute(
+            ids = connection.scalars(
+                select(carts.c.id).where(carts.c.uid == uid, carts.c.status.in_(sources))
+            ).all()
+            return [
+                cart_id
+                for cart_id in ids
+                if connection.execute(
                     carts.update()
-                    .where(carts.c.id.in_(ids))
+                    .where(carts.c.id == cart_id, carts.c.status.in_(sources))
                     .values(status=CartStatus.DELETED.value, updated_at=now())
-                )
-            return ids
+                ).rowcount
+            ]
 
     def forget(self, cart_id: int) -> None:
         """Drop a deleted cart's rows for good, once its files are gone from the volume."""
@@ -351,10 +352,20 @@ class CartStore:
                 )
             )
 
-    def reset_failed(self, cart_id: int) -> list[int]:
-        """Put a failed cart's failed files back to the start; return the files to drive."""
+    def reopen_failed(self, cart_id: int) -> list[int] | None:
+        """Send a cart in error back to staging with its failed files reset, in one
+        transaction; return the files to drive, or None when the cart was not in error
+        (made ready, deleted or evicted meanwhile: then nothing is changed)."""
         open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
+        assert CartStatus.ERROR in cart_sources(CartStatus.STAGING)
         with self._writing() as connection:
+            moved = connection.execute(
+                carts.update()
+                .where(carts.c.id == cart_id, carts.c.status == CartStatus.ERROR.value)
+                .values(status=CartStatus.STAGING.value, error=None, updated_at=now())
+            )
+            if not moved.rowcount:
+                return None
             connection.execute(
                 files.update()
                 .where(files.c.cart_id == cart_id, files.c.status == FileStatus.ERROR.value)

@@ -92,9 +92,9 @@ class AdminService:
         for cart in carts:
             if cart.status is not CartStatus.ERROR:
                 continue
-            file_ids = self.store.reset_failed(cart.id)
-            self.store.move_cart(cart.id, CartStatus.STAGING, error=None)
-            fixed.append(Fixed(cart, len(file_ids)))
+            file_ids = self.store.reopen_failed(cart.id)
+            if file_ids is not None:
+                fixed.append(Fixed(cart, len(file_ids)))
         return fixed
 
     def dump(self) -> list[tuple[Cart, list[CartFile]]]:

@@ -1,0 +1,126 @@
+"""Status moves that race on a real PostgreSQL server: a transaction holding a cart's row
+makes the other wait, then re-check its guard, as happens between API processes.
+
+Each test holds the row in one transaction, starts the racing move in a thread, waits
+until PostgreSQL reports that thread blocked on the row, then commits: an unguarded
+UPDATE would overwrite the committed move.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from cartd.db import migrate
+from cartd.db.engine import database_url, make_engine
+from cartd.db.space import SpaceLedger
+from cartd.db.store import CartStore, carts
+from cartd.schemas import FileOrder
+from cartd.status import CartStatus
+from tests.conftest import scratch_database
+from tests.support.cartd_server import wait_until
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def engine(tmp_path: Any) -> Iterator[Engine]:
+    with scratch_database("postgres") as url:
+        built = make_engine(database_url(url, tmp_path))
+        migrate.upgrade(built)
+        try:
+            yield built
+        finally:
+            built.dispose()
+
+
+def _cart(store: CartStore, uid: str, status: CartStatus, reserved: int | None) -> int:
+    cart, _ = store.create_cart(uid, False, [FileOrder(f"{uid}-f", "f.bin", "md5", "0" * 32)])
+    with store.engine.begin() as connection:
+        connection.execute(
+            carts.update()
+            .where(carts.c.id == cart.id)
+            .values(status=status.value, reserved_bytes=reserved)
+        )
+    return cart.id
+
+
+def _status(engine: Engine, cart_id: int) -> str:
+    with engine.connect() as connection:
+        return str(
+            connection.scalar(text("SELECT status FROM carts WHERE id = :i"), {"i": cart_id})
+        )
+
+
+def _blocked(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        waiting = connection.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        )
+    return bool(waiting)
+
+
+def _race(engine: Engine, hold: str, cart_id: int, move: Callable[[], object]) -> object:
+    """Run `move` while another transaction has run `hold` on the cart, uncommitted."""
+    results: list[object] = []
+    with engine.connect() as holder:
+        transaction = holder.begin()
+        holder.execute(text(hold), {"i": cart_id})
+        racer = threading.Thread(target=lambda: results.append(move()))
+        racer.start()
+        wait_until(lambda: _blocked(engine), timeout=10)
+        transaction.commit()
+    racer.join(10)
+    assert not racer.is_alive()
+    return results[0]
+
+
+def test_eviction_never_takes_a_cart_that_fixit_reopened_meanwhile(engine: Engine) -> None:
+    store, ledger = CartStore(engine), SpaceLedger(engine)
+    failed = _cart(store, "failed", CartStatus.ERROR, reserved=600)
+    newcomer = _cart(store, "newcomer", CartStatus.STAGING, reserved=None)
+
+    # fixit's move, held open while the reservation plans to evict the failed cart.
+    reopen = "UPDATE carts SET status = 'staging', error = NULL WHERE id = :i"
+    plan = _race(
+        engine,
+        reopen,
+        failed,
+        lambda: ledger.reserve(
+            newcomer, 500, free_bytes=1000, limit=1000, evict=True, spare_seconds=0
+        ),
+    )
+    assert _status(engine, failed) == "staging", "the reopened cart was evicted"
+    assert plan is not None
+    assert failed not in plan.evict  # type: ignore[attr-defined]
+    assert not plan.granted  # type: ignore[attr-defined]
+
+
+def test_delete_returns_only_the_carts_it_deleted(engine: Engine) -> None:
+    store = CartStore(engine)
+    first = _cart(store, "twice", CartStatus.READY, reserved=10)
+    second = _cart(store, "twice", CartStatus.READY, reserved=10)
+
+    # An eviction of the first cart commits while the DELETE waits on its row.
+    evict = "UPDATE carts SET status = 'deleted' WHERE id = :i"
+    deleted = _race(engine, evict, first, lambda: store.delete_uid("twice"))
+    assert deleted == [second]
+    assert _status(engine, first) == _status(engine, second) == "deleted"
+
+
+def test_fixit_leaves_alone_a_cart_evicted_meanwhile(engine: Engine) -> None:
+    store = CartStore(engine)
+    failed = _cart(store, "evicted", CartStatus.ERROR, reserved=10)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE cart_files SET status = 'error' WHERE cart_id = :i"), {"i": failed}
+        )
+
+    evict = "UPDATE carts SET status = 'deleted' WHERE id = :i"
+    assert _race(engine, evict, failed, lambda: store.reopen_failed(failed)) is None
+    assert _status(engine, failed) == "deleted"
+    assert [file.status.value for file in store.files_of(failed)] == ["error"]
