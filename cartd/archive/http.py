@@ -15,15 +15,19 @@ through `http.client`, while the archive serves it in about 3.3 s.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import json
+import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from urllib.parse import quote, urlsplit
 
-from cartd.archive.base import ArchiveFile
+from cartd.archive.base import Abort, ArchiveFile
 from cartd.errors import PermanentArchiveError, TransientArchiveError
 
 _MEDIA = "x-pacifica-file-storage-media"
@@ -38,6 +42,16 @@ SOCKET_READ_SIZE = 112 * 1024
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
+#: A quoted string holding a path, or a bare absolute path (not the path of a URL).
+_SERVER_PATH = re.compile(r"""'[^']*/[^']*'|"[^"]*/[^"]*"|(?<![\w.:/])/[^\s'",;)]+""")
+
+
+def without_paths(text: str) -> str:
+    """The archive's words with its server-side paths left out: they tell a client where
+    files live on the archive's disks, and nothing about what went wrong."""
+    return _SERVER_PATH.sub("<path>", text)
+
+
 def describe_failure(status: int, body: bytes) -> str:
     """A one-line cause from an archive error answer: status and the archive's own words."""
     text = ""
@@ -48,6 +62,7 @@ def describe_failure(status: int, body: bytes) -> str:
     if isinstance(document, dict):
         traceback = str(document.get("traceback") or "").strip()
         text = traceback.splitlines()[-1] if traceback else str(document.get("message") or "")
+    text = without_paths(text)
     return f"archive answered {status}" + (f": {text[:300]}" if text else "")
 
 
@@ -56,10 +71,10 @@ def _raise_for(status: int, body: bytes) -> None:
         return
     cause = describe_failure(status, body)
     if status >= 500 or status in (408, 429):
-        raise TransientArchiveError(cause)
+        raise TransientArchiveError(cause, answered=status)
     if status == 404:
-        raise PermanentArchiveError(f"the archive has no such file ({cause})")
-    raise PermanentArchiveError(cause)
+        raise PermanentArchiveError(f"the archive has no such file ({cause})", answered=status)
+    raise PermanentArchiveError(cause, answered=status)
 
 
 def _mtime(value: str | None) -> float:
@@ -79,7 +94,9 @@ def _headers(response: http.client.HTTPResponse) -> dict[str, str]:
 def _failure(method: str, exc: Exception) -> TransientArchiveError:
     if isinstance(exc, TimeoutError):
         return TransientArchiveError(f"{method} timed out ({type(exc).__name__})")
-    return TransientArchiveError(f"{method} failed: {type(exc).__name__}: {exc}")
+    return TransientArchiveError(
+        f"{method} failed: {type(exc).__name__}: {without_paths(str(exc))}"
+    )
 
 
 def _body(method: str, response: http.client.HTTPResponse) -> bytes:
@@ -88,6 +105,14 @@ def _body(method: str, response: http.client.HTTPResponse) -> bytes:
         return response.read()
     except (OSError, http.client.HTTPException) as exc:
         raise _failure(method, exc) from exc
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """Break a connection another thread may be blocked on: its read returns at once."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Connections:
@@ -141,52 +166,61 @@ class PacificaArchive:
         self._path = urlsplit(self.base_url).path
         self._connections = _Connections(self.base_url, timeout=timeout, keep=connections)
 
+    @contextmanager
     def _exchange(
-        self, method: str, file_id: str
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send a request and read the answer's head; the caller owns the connection."""
+        self, method: str, file_id: str, abort: Abort
+    ) -> Iterator[http.client.HTTPResponse]:
+        """Send a request and yield the answer with its head read. Afterwards the connection
+        serves the next request if the answer was read to its end, else it is closed;
+        meanwhile `abort` may break it."""
         headers = {"Content-Length": "0"} if method == "POST" else {}
         target = self._path + quote(file_id, safe="")
         while True:
+            abort.check()
             try:
                 connection, reused = self._connections.take()
             except OSError as exc:
                 raise _failure(method, exc) from exc
             try:
-                connection.request(method, target, headers=headers)
-                return connection, connection.getresponse()
-            except _STALE as exc:
+                with abort.guard(partial(_cut, connection)):
+                    try:
+                        connection.request(method, target, headers=headers)
+                        response = connection.getresponse()
+                    except _STALE as exc:
+                        if not reused:
+                            raise _failure(method, exc) from exc
+                        connection.close()
+                        continue  # closed by the archive while idle: any request may be repeated
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _failure(method, exc) from exc
+                    yield response
+            except BaseException:
                 connection.close()
-                if not reused:
-                    raise _failure(method, exc) from exc
-                # Closed by the archive while idle: every request here may be repeated.
-            except (OSError, http.client.HTTPException) as exc:
+                raise
+            if response.isclosed():
+                self._connections.give_back(connection)
+            else:
                 connection.close()
-                raise _failure(method, exc) from exc
+            return
 
-    def _request(self, method: str, file_id: str) -> http.client.HTTPResponse:
-        connection, response = self._exchange(method, file_id)
-        try:
+    def _request(self, method: str, file_id: str, abort: Abort) -> http.client.HTTPResponse:
+        with self._exchange(method, file_id, abort) as response:
             body = _body(method, response)
-        except TransientArchiveError:
-            connection.close()
-            raise
-        self._connections.give_back(connection)
         _raise_for(response.status, body)
         return response
 
-    def stage(self, file_id: str) -> None:
-        self._request("POST", file_id)
+    def stage(self, file_id: str, abort: Abort) -> None:
+        self._request("POST", file_id, abort)
 
-    def status(self, file_id: str) -> ArchiveFile:
+    def status(self, file_id: str, abort: Abort) -> ArchiveFile:
         try:
-            response = self._request("HEAD", file_id)
+            response = self._request("HEAD", file_id, abort)
         except TransientArchiveError as exc:
             # A HEAD answer has no body, so a failed one cannot say why; a stage request
             # for the same file fails with the archive's own words (e.g. no such file).
-            if "archive answered 5" not in exc.message:
+            if exc.answered is None or exc.answered < 500:
                 raise
-            self._request("POST", file_id)
+            self._request("POST", file_id, abort)
             raise
         headers = _headers(response)
         try:
@@ -207,23 +241,15 @@ class PacificaArchive:
             message=headers.get("x-pacifica-messsage", ""),
         )
 
-    def read(self, file_id: str) -> AbstractContextManager[Iterator[bytes]]:
-        return self._read(file_id)
+    def read(self, file_id: str, abort: Abort) -> AbstractContextManager[Iterator[bytes]]:
+        return self._read(file_id, abort)
 
     @contextmanager
-    def _read(self, file_id: str) -> Iterator[Iterator[bytes]]:
-        connection, response = self._exchange("GET", file_id)
-        try:
+    def _read(self, file_id: str, abort: Abort) -> Iterator[Iterator[bytes]]:
+        with self._exchange("GET", file_id, abort) as response:
             if response.status >= 400:
                 _raise_for(response.status, _body("GET", response))
             yield self._chunks(response)
-        except BaseException:
-            connection.close()
-            raise
-        if response.isclosed():  # read to its end: the connection can serve again
-            self._connections.give_back(connection)
-        else:
-            connection.close()
 
     @staticmethod
     def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
@@ -233,7 +259,9 @@ class PacificaArchive:
         except TimeoutError as exc:
             raise TransientArchiveError(f"GET stalled ({type(exc).__name__})") from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise TransientArchiveError(f"GET broke off: {type(exc).__name__}: {exc}") from exc
+            raise TransientArchiveError(
+                f"GET broke off: {type(exc).__name__}: {without_paths(str(exc))}"
+            ) from exc
 
     def close(self) -> None:
         self._connections.close()

@@ -6,8 +6,9 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from cartd.archive.base import ArchiveFile
+from cartd.archive.base import Abort, ArchiveFile
 from cartd.errors import PermanentArchiveError, TransientArchiveError
 
 
@@ -24,10 +25,11 @@ class FolderArchive:
             raise PermanentArchiveError(f"file id {file_id!r} is outside the archive folder")
         return path
 
-    def stage(self, file_id: str) -> None:
-        self.status(file_id)
+    def stage(self, file_id: str, abort: Abort) -> None:
+        self.status(file_id, abort)
 
-    def status(self, file_id: str) -> ArchiveFile:
+    def status(self, file_id: str, abort: Abort) -> ArchiveFile:
+        abort.check()
         path = self._path(file_id)
         try:
             info = path.stat()
@@ -39,11 +41,11 @@ class FolderArchive:
             raise PermanentArchiveError("the archive entry is not a regular file")
         return ArchiveFile(size=info.st_size, mtime=info.st_mtime, on_disk=True)
 
-    def read(self, file_id: str) -> AbstractContextManager[Iterator[bytes]]:
-        return self._read(self._path(file_id))
+    def read(self, file_id: str, abort: Abort) -> AbstractContextManager[Iterator[bytes]]:
+        return self._read(self._path(file_id), abort)
 
     @contextmanager
-    def _read(self, path: Path) -> Iterator[Iterator[bytes]]:
+    def _read(self, path: Path, abort: Abort) -> Iterator[Iterator[bytes]]:
         try:
             handle = path.open("rb")
         except FileNotFoundError:
@@ -51,7 +53,12 @@ class FolderArchive:
         except OSError as exc:
             raise TransientArchiveError(f"cannot open the file: {exc.strerror}") from exc
         with handle:
-            yield iter(lambda: handle.read(self.chunk_size), b"")
+            yield self._chunks(handle, abort)
+
+    def _chunks(self, handle: BinaryIO, abort: Abort) -> Iterator[bytes]:
+        while chunk := handle.read(self.chunk_size):
+            abort.check()
+            yield chunk
 
     def close(self) -> None:
         return None

@@ -8,7 +8,7 @@ entity loading.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -192,6 +192,15 @@ class CartStore:
         with self._reading() as connection:
             row = connection.execute(_GET_CART, {"cart_id": cart_id}).first()
             return _cart(row) if row else None
+
+    def active_among(self, cart_ids: Collection[int]) -> set[int]:
+        """Those of the carts that are still being made."""
+        with self._reading() as connection:
+            return set(
+                connection.scalars(
+                    select(carts.c.id).where(carts.c.id.in_(cart_ids), carts.c.status.in_(_ACTIVE))
+                )
+            )
 
     def move_cart(self, cart_id: int, to: CartStatus, **fields: Any) -> bool:
         """Change a cart's status if the transition is allowed from where it is now."""

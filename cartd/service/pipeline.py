@@ -21,22 +21,28 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cartd.archive.base import Archive, ArchiveFile
+from cartd.archive.base import Abort, Archive, ArchiveFile
 from cartd.bundle import iter_tar, tar_size
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.durable import DurableFile
-from cartd.errors import PermanentArchiveError, TransientArchiveError
+from cartd.errors import (
+    CartGone,
+    ChecksumMismatch,
+    PermanentArchiveError,
+    TransientArchiveError,
+)
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
+from cartd.service.watch import CartWatch
 from cartd.space_plan import NO_SPACE
 from cartd.status import CartStatus, FileStatus
 from cartd.storage import Volume
@@ -59,8 +65,12 @@ class PipelinePolicy:
     lru_buffer_time: float = 0.0
 
 
-def _no_wake(file_ids: Iterable[int]) -> None:
-    return None
+@dataclass(frozen=True)
+class Advanced:
+    """What a runner does after `advance`."""
+
+    delays: list[float | None]  # per file given: seconds until its next step, or None
+    start: list[int]  # other files to step now (parked until their cart's space was had)
 
 
 @dataclass(frozen=True)
@@ -101,8 +111,9 @@ class _Verified:
         return items
 
 
-class ChecksumMismatch(PermanentArchiveError):
-    """The bytes the archive sent are not the ones ordered."""
+def _reason(exc: OSError) -> str:
+    """What went wrong on the volume, without the volume's paths (clients see it)."""
+    return exc.strerror or type(exc).__name__
 
 
 def _log(cart: Cart, file: CartFile | None = None) -> logging.LoggerAdapter[logging.Logger]:
@@ -127,13 +138,20 @@ class Pipeline:
         self.volume = volume
         self.archive = archive
         self.policy = policy
-        #: Set by the runner: run these files' steps now (files parked until space was had).
-        self.wake: Callable[[Iterable[int]], None] = _no_wake
+        self.watch = CartWatch(store.active_among)
+
+    def start(self) -> None:
+        """Start watching for carts deleted while their steps run."""
+        self.watch.start()
+
+    def stop(self) -> None:
+        self.watch.stop()
 
     # -- the file step -------------------------------------------------------------------
 
-    def advance(self, file_ids: Sequence[int]) -> list[float | None]:
-        """Take each file one step further; for each, seconds until its next step, or None.
+    def advance(self, file_ids: Sequence[int]) -> Advanced:
+        """Take each file one step further; say when each wants its next step, and which
+        other files may start now.
 
         Files pulled here are recorded verified in groups (one folder sync and one
         commit for many files): for small files those cost more than the pull itself.
@@ -141,6 +159,7 @@ class Pipeline:
         loaded = self.store.load_steps(file_ids)
         verified = _Verified()
         delays: list[float | None] = []
+        start: list[int] = []
         for file_id in file_ids:
             step = loaded.get(file_id)
             if step is None:
@@ -148,11 +167,13 @@ class Pipeline:
                 continue
             if verified.due(upcoming=step[0].size or 0):
                 self._record(verified)
-            delays.append(self._advance(*step, verified))
+            delays.append(self._advance(*step, verified, start))
         self._record(verified)
-        return delays
+        return Advanced(delays, start)
 
-    def _advance(self, file: CartFile, cart: Cart, verified: _Verified) -> float | None:
+    def _advance(
+        self, file: CartFile, cart: Cart, verified: _Verified, start: list[int]
+    ) -> float | None:
         if not cart.status.is_active:
             return None
         if file.status is FileStatus.STAGED:
@@ -163,7 +184,10 @@ class Pipeline:
         if cart.status is CartStatus.WAITING:
             self.store.move_cart(cart.id, CartStatus.STAGING)
         try:
-            return self._step(cart, file, verified)
+            with self.watch.working_on(cart.id) as abort:
+                return self._step(cart, file, verified, abort, start)
+        except CartGone:
+            self._left_behind(cart.id)
         except TransientArchiveError as exc:
             self.metrics.archive_error("transient")
             return self._retry_later(cart, file, exc.message)
@@ -176,22 +200,24 @@ class Pipeline:
         except OSError as exc:
             if self._cart_gone(cart.id):
                 return None
-            return self._retry_later(cart, file, f"volume error: {exc}")
+            return self._retry_later(cart, file, f"volume error: {_reason(exc)}")
         except Exception as exc:
             _log(cart, file).exception("unexpected fault")
             return self._retry_later(cart, file, f"internal error: {type(exc).__name__}")
         return None
 
-    def _step(self, cart: Cart, file: CartFile, verified: _Verified) -> float | None:
+    def _step(
+        self, cart: Cart, file: CartFile, verified: _Verified, abort: Abort, start: list[int]
+    ) -> float | None:
         if not file.hashsum:
             raise PermanentArchiveError(f"no {file.hashtype} checksum was given to verify it")
         if self._verified_before_crash(cart, file):
             self._finish_if_complete(cart.id)
             return None
-        info = self._where_is(file)
+        info = self._where_is(file, abort)
         if not info.on_disk:
             if file.status is FileStatus.WAITING:
-                self.archive.stage(file.archive_id)
+                self.archive.stage(file.archive_id, abort)
             delay = self.policy.poll.delay(file.polls)
             self.store.move_file(
                 file.id,
@@ -205,7 +231,8 @@ class Pipeline:
                 next_attempt_at=time.time() + delay,
             )
             if cart.reserved_bytes is None:
-                self._reserve(cart)  # its size is known now: it may complete the picture
+                # Its size is known now: it may complete the picture.
+                start += self._reserve(cart) or []
             _log(cart, file).info("on tape; asking again in %.1fs", delay)
             return delay
         if cart.reserved_bytes is None:
@@ -213,22 +240,25 @@ class Pipeline:
                 self.store.move_file(
                     file.id, expect=_OPEN, size=info.size, mtime=info.mtime, on_disk=True
                 )
-            if not self._reserve(cart):
+            parked = self._reserve(cart)
+            if parked is None:
                 return None
-        self._pull(cart, file, info, verified)
+            start += parked
+        self._pull(cart, file, info, verified, abort)
         return None
 
-    def _where_is(self, file: CartFile) -> ArchiveFile:
+    def _where_is(self, file: CartFile, abort: Abort) -> ArchiveFile:
         """What the archive says of the file; a file seen on disk is not asked about again
         (a failed pull forgets that, so the retry asks afresh)."""
         if file.on_disk and file.size is not None and file.mtime is not None:
             return ArchiveFile(size=file.size, mtime=file.mtime, on_disk=True)
-        return self.archive.status(file.archive_id)
+        return self.archive.status(file.archive_id, abort)
 
     # -- the cart's first step -------------------------------------------------------------
 
-    def size_cart(self, cart_id: int) -> None:
-        """Ask the archive about every file of a new cart in one pass, then reserve its space.
+    def size_cart(self, cart_id: int) -> list[int]:
+        """Ask the archive about every file of a new cart in one pass, then reserve its space;
+        return the files to step now.
 
         An optimisation over letting each file ask for itself: one thread's keep-alive
         HEADs keep a one-request-at-a-time archive just as busy, the sizes are written
@@ -238,15 +268,19 @@ class Pipeline:
         """
         cart = self.store.get_cart(cart_id)
         if cart is None or not cart.status.is_active or cart.reserved_bytes is not None:
-            return
+            return []
         try:
-            self._size_cart(cart)
+            with self.watch.working_on(cart.id) as abort:
+                return self._size_cart(cart, abort)
+        except CartGone:
+            self._left_behind(cart.id)
+            return []
         except Exception:
             # Never let the shortcut hold a cart up: its files can always size themselves.
             _log(cart).exception("sizing pass failed; each file asks for itself")
-            self.wake(file.id for file in self.store.files_of(cart.id) if file.status in _OPEN)
+            return [file.id for file in self.store.files_of(cart.id) if file.status in _OPEN]
 
-    def _size_cart(self, cart: Cart) -> None:
+    def _size_cart(self, cart: Cart, abort: Abort) -> list[int]:
         self.store.move_cart(cart.id, CartStatus.STAGING)
         found: list[tuple[int, int, float, bool]] = []
         unsized: list[int] = []
@@ -257,35 +291,37 @@ class Pipeline:
                 unsized.append(file.id)  # its own step fails it, naming the cause
                 continue
             try:
-                info = self.archive.status(file.archive_id)
+                info = self.archive.status(file.archive_id, abort)
             except PermanentArchiveError as exc:
                 self.store.record_sizes(found)
                 self.metrics.archive_error("permanent")
                 self._fail(cart, file, exc.message)
-                return
+                return []
             except TransientArchiveError:
                 unsized.append(file.id)
                 continue
             found.append((file.id, info.size, info.mtime, info.on_disk))
         self.store.record_sizes(found)
         on_tape = [file_id for file_id, _, _, on_disk in found if not on_disk]
-        self.wake(unsized + on_tape)  # their own steps stage, poll and retry
+        start = unsized + on_tape  # their own steps stage, poll and retry
         if not unsized:
             current = self.store.get_cart(cart.id)
             if current is not None:
-                self._reserve(current)
+                start += self._reserve(current) or []
+        return start
 
     # -- space ---------------------------------------------------------------------------
 
-    def _reserve(self, cart: Cart) -> bool:
-        """Hold the cart's bytes on the volume before any is pulled; True once held.
+    def _reserve(self, cart: Cart) -> list[int] | None:
+        """Hold the cart's bytes on the volume before any is pulled. Returns None while
+        they are not held, else the files parked meanwhile that may start now.
 
         Sizes come from the archive's HEAD, so the reservation waits until every file
-        has been asked about; the file that completes that picture makes it, and wakes
+        has been asked about; the file that completes that picture makes it, and starts
         the files parked meanwhile.
         """
         if not self.store.all_sized(cart.id):
-            return False
+            return None
         need = self._bytes_needed(cart)
         plan = self.space.reserve(
             cart.id,
@@ -297,7 +333,8 @@ class Pipeline:
         )
         if plan is None:  # decided by another step meanwhile
             current = self.store.get_cart(cart.id)
-            return bool(current and current.status.is_active and current.reserved_bytes)
+            held = current and current.status.is_active and current.reserved_bytes is not None
+            return [] if held else None
         discard(self.store, self.volume, plan.evict)
         if plan.evict:
             _log(cart).info(
@@ -311,10 +348,9 @@ class Pipeline:
             _log(cart).warning("%d bytes needed, %s: %s", need, why, NO_SPACE)
             self.store.move_cart(cart.id, CartStatus.ERROR, error=NO_SPACE)
             self.volume.remove_cart(cart.id)
-            return False
+            return None
         _log(cart).info("reserved %d bytes", need)
-        self.wake(self.store.parked_for_space(cart.id))
-        return True
+        return self.store.parked_for_space(cart.id)
 
     def _bytes_needed(self, cart: Cart) -> int:
         files = self.store.files_of(cart.id)
@@ -323,13 +359,15 @@ class Pipeline:
             need += tar_size(cart_members(cart, files, self.volume, top=cart.uid))
         return need
 
-    def _pull(self, cart: Cart, file: CartFile, info: ArchiveFile, verified: _Verified) -> None:
+    def _pull(
+        self, cart: Cart, file: CartFile, info: ArchiveFile, verified: _Verified, abort: Abort
+    ) -> None:
         partial = self.volume.partial_path(cart.id, file.id)
         digest = hashlib.new(file.hashtype)
         received = 0
         try:
             with (
-                self.archive.read(file.archive_id) as chunks,
+                self.archive.read(file.archive_id, abort) as chunks,
                 DurableFile(partial, expected_size=info.size) as out,
             ):
                 for chunk in chunks:
@@ -342,9 +380,16 @@ class Pipeline:
                     f"the archive sent {received} bytes of the {info.size} it announced"
                 )
             if digest.hexdigest() != file.hashsum:
+                # The digest found goes to the operator's log only: told to a client, it
+                # would let anyone learn the digest of any file the archive can read.
+                _log(cart, file).warning(
+                    "checksum mismatch: %s of the archive's bytes is %s",
+                    file.hashtype,
+                    digest.hexdigest(),
+                )
                 raise ChecksumMismatch(
-                    f"checksum mismatch: {file.hashtype} of the archive's bytes is"
-                    f" {digest.hexdigest()}, expected {file.hashsum}"
+                    f"checksum mismatch: the archive's bytes do not have the {file.hashtype}"
+                    f" digest ordered ({file.hashsum})"
                 )
             os.utime(partial, (info.mtime, info.mtime))
             final = self.volume.file_path(cart.id, file.id)
@@ -432,6 +477,13 @@ class Pipeline:
         message = f"file {file.archive_id} ({file.path}): {cause}"
         self.store.move_cart(cart.id, CartStatus.ERROR, error=message)
 
+    def _left_behind(self, cart_id: int) -> None:
+        """A step stopped because its cart is no longer being made: keep nothing a deleted
+        cart left on the volume (its deleter may have cleaned up before the step wrote)."""
+        current = self.store.get_cart(cart_id)
+        if current is None or current.status is CartStatus.DELETED:
+            self.volume.remove_cart(cart_id)
+
     def _cart_gone(self, cart_id: int) -> bool:
         cart = self.store.get_cart(cart_id)
         return cart is None or not cart.status.is_active
@@ -460,7 +512,7 @@ class Pipeline:
             except OSError as exc:
                 if not self._cart_gone(cart_id):
                     self.store.move_cart(
-                        cart_id, CartStatus.ERROR, error=f"cannot write the bundle: {exc}"
+                        cart_id, CartStatus.ERROR, error=f"cannot write the bundle: {_reason(exc)}"
                     )
                 return
         if self.store.move_cart(cart_id, CartStatus.READY, bundle_size=bundle_size):

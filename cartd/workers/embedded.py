@@ -55,7 +55,6 @@ class EmbeddedRunner:
         self._cond = threading.Condition(threading.RLock())
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        pipeline.wake = self.submit_files
 
     def submit_file(self, file_id: int, delay: float = 0.0) -> None:
         self._push(("file", file_id), delay)
@@ -84,6 +83,7 @@ class EmbeddedRunner:
             self._cond.notify()
 
     def start(self) -> None:
+        self.pipeline.start()
         self.sweep()
         for index in range(self.workers):
             self._spawn(self._work, f"cartd-worker-{index}")
@@ -123,6 +123,7 @@ class EmbeddedRunner:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        self.pipeline.stop()
 
     def _next(self) -> list[Task]:
         """The next due task; for a file step, with more due file steps (its share)."""
@@ -169,16 +170,16 @@ class EmbeddedRunner:
         while tasks := self._next():
             kind = tasks[0][0]
             idents = [ident for _, ident in tasks]
-            delays: list[float | None]
+            delays: list[float | None] = [None] * len(tasks)
+            start: list[int] = []
             try:
                 if kind == "file":
-                    delays = self.pipeline.advance(idents)
+                    advanced = self.pipeline.advance(idents)
+                    delays, start = advanced.delays, advanced.start
                 elif kind == "size":
-                    self.pipeline.size_cart(idents[0])
-                    delays = [None]
+                    start = self.pipeline.size_cart(idents[0])
                 else:
                     self.pipeline.finish(idents[0])
-                    delays = [None]
             except Exception:
                 # Most likely the database is unreachable. The step is not dropped: the
                 # cart would wait forever. It is tried again later, and logged each time.
@@ -186,6 +187,7 @@ class EmbeddedRunner:
                     "step %s %s failed; trying again in %.0fs", kind, idents, RETRY_BROKEN
                 )
                 delays = [RETRY_BROKEN] * len(tasks)
+            self.submit_files(start)
             for task, delay in zip(tasks, delays, strict=True):
                 with self._cond:
                     self._running.discard(task)

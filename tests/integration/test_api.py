@@ -215,6 +215,10 @@ def test_missing_file_ends_cart_in_error_naming_it(client: httpx.Client) -> None
     assert response.status_code == 500
     assert missing in response.json()["message"]
     assert "Traceback" not in response.text
+    # The archive's error names the file's place on its disks; a client never sees it.
+    for text in (message, response.text, client.get(f"/{uid}/files").text):
+        assert f"/{missing}" not in text
+        assert "/tmp" not in text
 
 
 def test_checksum_mismatch_ends_cart_in_error(client: httpx.Client, store_files: Store) -> None:
@@ -226,6 +230,12 @@ def test_checksum_mismatch_ends_cart_in_error(client: httpx.Client, store_files:
     assert head.status_code == 500
     assert "checksum mismatch" in head.headers["X-Pacifica-Message"]
     assert fileids[0]["id"] in head.headers["X-Pacifica-Message"]
+    # Naming the digest of the bytes found would let anyone read any file the archive
+    # can: order it with a wrong digest, then again with the one the error told.
+    real = hashlib.md5(b"real bytes").hexdigest()
+    for answer in (head.headers["X-Pacifica-Message"], client.get(f"/{uid}").text):
+        assert real not in answer
+    assert real not in client.get(f"/{uid}/files").text
 
 
 def test_empty_hashsum_is_accepted_then_fails_verification(

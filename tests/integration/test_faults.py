@@ -10,7 +10,6 @@ import hashlib
 import io
 import itertools
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import entry, new_id
-from tests.support.cartd_server import CartdServer, wait_for_cart
+from tests.support.cartd_server import CartdServer, wait_for_cart, wait_until
 from tests.support.fault_archive import FaultArchive, Faults
 
 DATA = bytes(range(256)) * 2048  # 512 KiB: several chunks on the wire
@@ -103,7 +102,7 @@ def test_file_on_tape_is_polled_with_growing_delay(
     client: httpx.Client, archive: FaultArchive
 ) -> None:
     uid, file_id = order(client, archive, Faults(tape_seconds=2.0))
-    time.sleep(0.3)
+    wait_until(lambda: archive.count("POST", file_id) == 1)  # asked to stage: on tape
     head = client.head(f"/{uid}")
     assert head.headers["X-Pacifica-Status"] == "staging"
     assert head.headers["X-Pacifica-Phase"] == "staging"

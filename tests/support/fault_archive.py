@@ -89,6 +89,8 @@ class Faults:
     """Like ``corrupt_always`` for the next N GETs only."""
     not_found: bool = False
     """Every request answers 404 JSON, as some other backends do."""
+    head_seconds: float = 0.0
+    """Every HEAD stalls this long before answering (a slow metadata server)."""
 
 
 @dataclass
@@ -180,6 +182,7 @@ class FaultArchive(Running):
         self._lock = threading.Lock()
         self._files: dict[str, _Entry] = {}
         self._requests: list[tuple[float, str, str | None]] = []
+        self._departures: list[tuple[float, str | None]] = []
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -302,6 +305,11 @@ class FaultArchive(Running):
                 1 for _, m, i in self._requests if m == method and (file_id is None or i == file_id)
             )
 
+    def departures(self, file_id: str | None = None) -> list[float]:
+        """When (``time.monotonic()``) a client left a stalled request, e.g. one cut short."""
+        with self._lock:
+            return [when for when, i in self._departures if file_id is None or i == file_id]
+
     def reset_counts(self) -> None:
         """Forget the request log (fault counters are per ``add()``, kept)."""
         with self._lock:
@@ -319,7 +327,7 @@ class FaultArchive(Running):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await self._read_body(receive)
         reply = self._decide(method, file_id, headers, body)
-        await self._respond(reply, receive, send)
+        await self._respond(reply, receive, send, file_id)
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes:
@@ -427,6 +435,7 @@ class FaultArchive(Running):
                 ("X-Pacifica-Bytes-Per-Level", per_level),
                 ("X-Pacifica-File-Storage-Media", media),
             ],
+            delay=entry.faults.head_seconds,
         )
 
     def _get(self, file_id: str, entry: _Entry) -> _Reply:
@@ -458,11 +467,15 @@ class FaultArchive(Running):
             cut_after=cut_after,
         )
 
-    async def _respond(self, reply: _Reply, receive: Receive, send: Send) -> None:
+    async def _respond(
+        self, reply: _Reply, receive: Receive, send: Send, file_id: str | None
+    ) -> None:
         """Put ``reply`` on the wire, stalling or cutting it as it says."""
         if reply.delay > 0:
             outcome = await self._stall(reply.delay, receive)
             if outcome == "left":
+                with self._lock:
+                    self._departures.append((time.monotonic(), file_id))
                 return  # the client gave up (e.g. timed out): nobody to answer
             if outcome == "stopping":
                 reply = _error(503, "Service Unavailable", "fault archive stopping", "")

@@ -7,27 +7,34 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from cartd.service.pipeline import Pipeline
+from cartd.service.pipeline import Advanced, Pipeline
 from cartd.workers.embedded import MAX_BATCH, EmbeddedRunner
 
 
 class RecordingPipeline:
     """Stands in for the pipeline: records the batches of file steps it is handed."""
 
-    def __init__(self, again: dict[int, float] | None = None) -> None:
+    def __init__(
+        self, again: dict[int, float] | None = None, sized: dict[int, list[int]] | None = None
+    ) -> None:
         self.batches: list[list[int]] = []
         self.again = dict(again or {})
+        self.sized = dict(sized or {})
         self.lock = threading.Lock()
-        self.wake: Any = None
 
-    def advance(self, file_ids: Sequence[int]) -> list[float | None]:
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def advance(self, file_ids: Sequence[int]) -> Advanced:
         with self.lock:
             self.batches.append(list(file_ids))
-            return [self.again.pop(file_id, None) for file_id in file_ids]
+            return Advanced([self.again.pop(file_id, None) for file_id in file_ids], [])
 
-    def size_cart(self, cart_id: int) -> None:
+    def size_cart(self, cart_id: int) -> list[int]:
         with self.lock:
             self.batches.append([-cart_id])
+            return self.sized.pop(cart_id, [])
 
     def steps(self) -> list[int]:
         with self.lock:
@@ -84,3 +91,15 @@ def test_other_steps_are_never_batched_with_file_steps() -> None:
         time.sleep(0.01)
     runner.stop()
     assert pipeline.batches == [[-5], [0, 1, 2]]
+
+
+def test_the_files_a_sizing_step_starts_are_run() -> None:
+    pipeline = RecordingPipeline(sized={5: [10, 11, 12]})
+    runner = EmbeddedRunner(cast(Pipeline, pipeline), cast(Any, EmptyStore()), cast(Any, None), 1)
+    runner.submit_size(5)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(pipeline.steps()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop()
+    assert pipeline.batches == [[-5], [10, 11, 12]]
