@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cartd.api.routes import router
 from cartd.api.views import Order
@@ -24,6 +25,21 @@ log = logging.getLogger(__name__)
 
 def error_body(status: int, message: str) -> dict[str, object]:
     return {"status": status, "message": message}
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes at the request's path. Starlette's own `Allow` names
+    only the first route that matched the path, and each of ours takes one method. Our
+    routes are read from our router itself (included without a prefix), since the app
+    wraps an included router in a private type."""
+    methods: set[str] = set()
+    for route in (*app.router.routes, *router.routes):
+        if not getattr(route, "methods", None):
+            continue
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _describe(app: FastAPI) -> dict[str, Any]:
@@ -74,8 +90,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return JSONResponse(error_body(exc.status_code, exc.message), exc.status_code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The exception's headers are part of the answer (a 405 must say `Allow`).
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+        return JSONResponse(
+            error_body(exc.status_code, str(exc.detail)), exc.status_code, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
