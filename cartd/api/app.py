@@ -15,10 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from cartd.api.routes import router
-from cartd.api.views import Order
 from cartd.config import Settings
 from cartd.errors import CartdError
 from cartd.runtime import Runtime, build_runtime
+from cartd.schemas import Order
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
 
 def _describe(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI description as cartd answers: a request FastAPI would refuse with 422
-    gets a 400 here, and the order's body is documented though it is parsed by hand."""
+    gets a 400 here, and the order's body is `cartd.schemas.Order`, the model that
+    validates it (the route reads the raw body, so FastAPI does not know it)."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes

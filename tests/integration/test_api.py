@@ -534,7 +534,7 @@ def test_the_openapi_description_says_what_cartd_answers(client: httpx.Client) -
 
     schemas = spec["components"]["schemas"]
     found = set(refs(spec))
-    assert "#/components/schemas/OrderedFile" in found
+    assert "#/components/schemas/FileOrder" in found
     for ref in found:
         assert ref.startswith("#/components/schemas/")
         assert ref.rsplit("/", 1)[1] in schemas, ref
