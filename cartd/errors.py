@@ -4,6 +4,7 @@ CartdError                      base; status 500
 ├── ConfigError                 a wrong setting, found at start
 ├── InvalidRequest              400: a bad uid, body, path, filename or hash
 ├── CartNotFound                404: no such cart (or deleted)
+├── PayloadTooLarge             413: a request body over its configured limit
 └── ArchiveError                something the archive did; never shown raw to a client
     ├── TransientArchiveError   worth retrying: 5xx, resets, timeouts, short bodies
     └── PermanentArchiveError   retrying cannot help: 404, checksum mismatch, bad answers
@@ -50,3 +51,9 @@ class TransientArchiveError(ArchiveError):
 
 class PermanentArchiveError(ArchiveError):
     """A fault that asking again will not fix."""
+
+
+class PayloadTooLarge(CartdError):
+    """A request body is over its configured limit; it was not read, nothing was stored."""
+
+    status_code = 413

@@ -16,7 +16,7 @@ from cartd.api.headers import (
     validator_holds,
 )
 from cartd.api.views import CartView, Message, cart_view, error
-from cartd.errors import CartdError, CartNotFound
+from cartd.errors import CartdError, CartNotFound, PayloadTooLarge
 from cartd.service.carts import CartFailed, CartNotReady, CartService
 
 router = APIRouter()
@@ -59,11 +59,37 @@ _STATUS_HEADERS = {
 }
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the order is over {limit} bytes, the most this cartd takes (cartd.max_order_size)"
+    )
+
+
+async def _read_order(request: Request, limit: int) -> bytes:
+    """The body of an order, refused with 413 as soon as it is known to be over `limit`:
+    from its `Content-Length` before a byte of it is read (a client that sent
+    `Expect: 100-continue` is then never asked for it), else once the chunks read pass it."""
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isdigit():  # compared by length first: int() refuses 4,300+ digits
+        significant = declared.lstrip("0")
+        if len(significant) > len(str(limit)) or int(significant or "0") > limit:
+            raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
 @router.post(
     "/{uid}",
     status_code=201,
     response_model=Message,
-    responses={400: error("a bad order or uid; nothing was stored")},
+    responses={
+        400: error("a bad order or uid; nothing was stored"),
+        413: error("the body is over cartd.max_order_size; it was not read, nothing was stored"),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -73,7 +99,8 @@ _STATUS_HEADERS = {
 )
 async def order_cart(uid: str, request: Request) -> JSONResponse:
     """Store the order and start staging its files in the background."""
-    body = await request.body()
+    limit: int = request.app.state.runtime.settings.max_order_size
+    body = await _read_order(request, limit)
     await run_in_threadpool(_carts(request).create, uid, body)
     return JSONResponse({"message": "Cart Processing has begun"}, status_code=201)
 
