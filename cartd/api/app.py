@@ -42,7 +42,7 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
     return sorted(methods)
 
 
-def _describe(app: FastAPI) -> dict[str, Any]:
+def _describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """The OpenAPI description as cartd answers: a request FastAPI would refuse with 422
     gets a 400 here, and the order's body is `cartd.schemas.Order`, the model that
     validates it (the route reads the raw body, so FastAPI does not know it)."""
@@ -54,6 +54,11 @@ def _describe(app: FastAPI) -> dict[str, Any]:
         order = Order.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(order.pop("$defs", {}))
         components["Order"] = order
+        body = schema["paths"]["/{uid}"]["post"]["requestBody"]
+        body["description"] = (
+            f"the order, JSON in UTF-8, at most {settings.max_order_size} bytes"
+            " (cartd.max_order_size); a larger body gets 413 without being read"
+        )
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
         for operations in schema["paths"].values():
@@ -84,7 +89,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.openapi = lambda: _describe(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _describe(app, settings)  # type: ignore[method-assign]
 
     @app.exception_handler(CartdError)
     async def cartd_error(_request: Request, exc: CartdError) -> JSONResponse:

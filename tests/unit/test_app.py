@@ -11,6 +11,7 @@ import pytest
 
 from cartd.api.app import create_app
 from cartd.config import Settings
+from cartd.schemas import NAME_PATTERN, UID_PATTERN, Order
 
 
 class Client:
@@ -18,7 +19,7 @@ class Client:
     started: the answers tested here come before any use case is called."""
 
     def __init__(self, volume: Path) -> None:
-        self.app = create_app(Settings(volume_path=volume))
+        self.app = create_app(Settings(volume_path=volume, max_order_size=65536))
 
     def request(self, method: str, path: str, **options: Any) -> httpx.Response:
         async def send() -> httpx.Response:
@@ -53,3 +54,35 @@ def test_a_wrong_method_gets_405_saying_which_are_allowed(
     assert response.status_code == 405
     assert response.json() == {"status": 405, "message": "Method Not Allowed"}
     assert {name.strip() for name in response.headers["Allow"].split(",")} == allowed
+
+
+def test_the_order_in_the_openapi_description_is_the_validating_model(client: Client) -> None:
+    spec = client.get("/openapi.json").json()
+    components = spec["components"]["schemas"]
+    order = Order.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in order.pop("$defs").items():
+        assert components[name] == definition
+    assert components["Order"] == order
+    assert components["Order"]["properties"]["fileids"]["minItems"] == 1
+    post = spec["paths"]["/{uid}"]["post"]
+    assert "65536 bytes" in post["requestBody"]["description"]
+    assert sorted(post["responses"]) == ["201", "400", "413"]
+
+
+def test_the_uid_and_filename_parameters_say_their_limits(client: Client) -> None:
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            parameters = {p["name"]: p["schema"] for p in operation.get("parameters", [])}
+            if "{uid}" in path:
+                assert parameters["uid"]["pattern"] == UID_PATTERN, (method, path)
+                assert "400" in operation["responses"], (method, path)
+    filename = {p["name"]: p["schema"] for p in spec["paths"]["/{uid}"]["get"]["parameters"]}[
+        "filename"
+    ]
+    assert filename["pattern"] == NAME_PATTERN
+    assert filename["maxLength"] == 255
+    head = spec["paths"]["/{uid}"]["head"]["responses"]
+    assert "X-Pacifica-Status" in head["400"]["headers"]
+    assert "X-Pacifica-Status" in head["404"]["headers"]
+    assert "Content-Range" in spec["paths"]["/{uid}"]["get"]["responses"]["416"]["headers"]
