@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +127,28 @@ def test_an_id_leaving_the_archive_folder_is_refused(client: httpx.Client, file_
     assert response.status_code == 400
     assert "fileids[0].id" in response.json()["message"]
     assert client.head("/escape").status_code == 404
+
+
+def test_a_cart_at_every_length_limit_unpacks_with_gnu_tar_and_python(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    longest = "/".join(["\u00e9" * 127 + "p"] * 12)  # 12 segments of 255 bytes: 3071 bytes
+    assert len(longest.encode()) == 3071
+    response = client.post("/longest", json=order(path=longest))
+    assert response.status_code == 201, response.text
+    assert wait_for_cart(client, "longest").headers["X-Pacifica-Status"] == "ready"
+    top = "t" * 255  # no .tar ending: the name is the top folder
+    data = client.get("/longest", params={"filename": top})
+    assert data.status_code == 200
+    archive = tmp_path / "cart.tar"
+    archive.write_bytes(data.content)
+
+    by_tar = tmp_path / "gnu"
+    by_tar.mkdir()
+    subprocess.run(["tar", "-xf", str(archive)], cwd=by_tar, check=True, capture_output=True)
+    assert (by_tar / top / longest).read_bytes() == b"hello\n"
+
+    by_python = tmp_path / "python"
+    with tarfile.open(archive) as tar:
+        tar.extractall(by_python, filter="data")
+    assert (by_python / top / longest).read_bytes() == b"hello\n"
