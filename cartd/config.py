@@ -182,6 +182,13 @@ KEYS: tuple[Key, ...] = (
         "Seconds before asking again whether a file on tape is on disk; grows by half each time.",
     ),
     Key(
+        "max_order_size",
+        "cartd",
+        "max_order_size",
+        "CARTD_MAX_ORDER_SIZE",
+        "Largest order (POST body) accepted; a larger one gets 413 without being read.",
+    ),
+    Key(
         "poll_max",
         "cartd",
         "poll_max",
@@ -219,8 +226,9 @@ class Settings(BaseModel):
     retry_max: float = Field(30.0, ge=0)
     poll_initial: float = Field(1.0, gt=0)
     poll_max: float = Field(300.0, gt=0)
+    max_order_size: int = Field(32 * 1024 * 1024, ge=1)
 
-    @field_validator("transfer_size", "volume_size_limit", mode="before")
+    @field_validator("transfer_size", "volume_size_limit", "max_order_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none"}):

@@ -4,6 +4,7 @@ CartdError                      base; status 500
 ├── ConfigError                 a wrong setting, found at start
 ├── InvalidRequest              400: a bad uid, body, path, filename or hash
 ├── CartNotFound                404: no such cart (or deleted)
+├── PayloadTooLarge             413: a request body over its configured limit
 ├── ArchiveError                something the archive did; never shown raw to a client
 │   ├── TransientArchiveError   worth retrying: 5xx, resets, timeouts, short bodies
 │   └── PermanentArchiveError   retrying cannot help: 404, bad answers
@@ -41,6 +42,12 @@ class CartNotFound(CartdError):
     """No live cart of that uid."""
 
     status_code = 404
+
+
+class PayloadTooLarge(CartdError):
+    """A request body is over its configured limit; it was not read, nothing was stored."""
+
+    status_code = 413
 
 
 class ArchiveError(CartdError):

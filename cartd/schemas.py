@@ -1,7 +1,15 @@
 """What a client may send, validated before anything is stored.
 
-Validation raises `InvalidRequest` with a message that names the offending
-field, so a bad order gets a clear 400 and changes nothing.
+The body of `POST /<uid>` has one definition, the pydantic model `Order`: it validates the
+body and it is the OpenAPI description of it, so the two cannot drift apart. Each rule is
+a pydantic constraint where pydantic has one (types, lengths, patterns), else a validator
+beside the field, whose JSON Schema form (a pattern) is declared with it through
+`Documented`; rules JSON Schema cannot state (byte lengths, percent-encoded ids, two files
+at one place) are in the descriptions.
+
+Validation raises `InvalidRequest` with a message that names the offending field (such as
+`fileids[3].path`), so a bad order gets a clear 400 and changes nothing. This module
+imports no web framework.
 """
 
 from __future__ import annotations
@@ -9,48 +17,332 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Final
+from urllib.parse import unquote
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    JsonValue,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic.types import Strict
+from pydantic_core import CoreSchema, ErrorDetails, PydanticCustomError
 
 from cartd.errors import InvalidRequest
 
-_UID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_HEX = re.compile(r"[0-9a-fA-F]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Control characters (C0, DEL, C1), as a regex class body valid in Python and ECMA 262.
+_CONTROLS = r"\x00-\x1f\x7f-\x9f"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
 
-#: Algorithms whose hex digest has a fixed length (the SHAKEs need one given, so are left out).
-HASH_ALGORITHMS = frozenset(
-    name for name in hashlib.algorithms_available if not name.startswith("shake")
-)
+#: A cart's name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not `.` or `..`.
+UID_PATTERN: Final = r"^(?!\.\.?$)[A-Za-z0-9._-]{1,64}$"
+_UID = re.compile(UID_PATTERN)
+
+#: Longest archive id, in characters; an integer id is as long as its decimal form.
+ID_MAX_CHARS: Final = 1024
+ID_MAX: Final = 10**ID_MAX_CHARS - 1
+ID_MIN: Final = -(10 ** (ID_MAX_CHARS - 1) - 1)
+#: Longest `path` as sent, and longest segment of it, in bytes of UTF-8. With a top folder
+#: of at most `NAME_MAX_BYTES`, `<top>/<path>` stays below Linux's PATH_MAX of 4096, so GNU
+#: tar and Python's tarfile can unpack every accepted cart.
+PATH_MAX_BYTES: Final = 3072
+SEGMENT_MAX_BYTES: Final = 255
+#: Longest download `filename` (and so top folder), in bytes of UTF-8.
+NAME_MAX_BYTES: Final = 255
+
+#: An id with no control character, no leading `/` and no `..` segment (split on `/` and `\`).
+ID_PATTERN: Final = rf"^(?!/)(?!(?:[^/\\]*[/\\])*\.\.(?:[/\\]|$))[^{_CONTROLS}]*$"
+#: A path with no control character, no `..` segment, and a segment other than `` or `.`.
+PATH_PATTERN: Final = rf"^(?!(?:[^/]*/)*\.\.(?:/|$))(?=(?:[^/]*/)*(?:[^/.]|\.[^/]))[^{_CONTROLS}]*$"
+#: A download name: no `/`, no control character, not `.` or `..` (empty: the default).
+NAME_PATTERN: Final = rf"^(?!\.\.?$)[^/{_CONTROLS}]*$"
+_HEX = r"[0-9a-fA-F]"
+
+
+def _digest_sizes() -> dict[str, int]:
+    """hashlib algorithms this Python can run, with their digest size in bytes. The SHAKEs
+    are left out: their digest length is the caller's choice."""
+    sizes = {}
+    for name in sorted(hashlib.algorithms_available):
+        if name.startswith("shake"):
+            continue
+        try:
+            sizes[name] = hashlib.new(name).digest_size
+        except ValueError:  # listed by OpenSSL but not usable (e.g. disabled by policy)
+            continue
+    return sizes
+
+
+DIGEST_SIZES: Final = _digest_sizes()
+#: Algorithms accepted as `hashtype` (in any letter case), stored lower case.
+HASH_ALGORITHMS: Final = frozenset(DIGEST_SIZES)
+
+
+def _any_case(names: Iterable[str]) -> str:
+    """A pattern matching exactly these ASCII names in any letter case, as `[mM][dD]5`."""
+    assert all(re.fullmatch(r"[a-z0-9_-]+", name) for name in names), names
+    spelled = (
+        # hashlib names are letters, digits, `_` and `-`: none needs escaping (and ECMA 262
+        # with its `u` flag refuses a needless escape such as `\-`).
+        "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in name)
+        for name in sorted(names)
+    )
+    return f"^(?:{'|'.join(spelled)})$"
+
+
+HASHTYPE_PATTERN: Final = _any_case(HASH_ALGORITHMS)
+HASHSUM_PATTERN: Final = f"^{_HEX}*$"
+
+
+def _hashsum_rules() -> list[JsonValue]:
+    """The JSON Schema form of "a hashsum is empty or as long as its algorithm's digest":
+    one alternative per digest length."""
+    by_size: dict[int, list[str]] = {}
+    for name, size in DIGEST_SIZES.items():
+        by_size.setdefault(size, []).append(name)
+    return [
+        {
+            "properties": {
+                "hashtype": {"pattern": _any_case(names)},
+                "hashsum": {"pattern": f"^(?:{_HEX}{{{size * 2}}})?$"},
+            }
+        }
+        for size, names in sorted(by_size.items())
+    ]
+
+
+@dataclass(frozen=True)
+class Documented:
+    """What a field's validator enforces beyond pydantic's own constraints, in JSON Schema
+    words, so the OpenAPI description says exactly what is refused."""
+
+    pattern: str
+    description: str
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema["pattern"] = self.pattern
+        schema["description"] = self.description
+        return schema
+
+
+def _refuse(reason: str) -> PydanticCustomError:
+    """An error whose message is `reason` as it is (a template would read `{` in it)."""
+    return PydanticCustomError("cartd", "{reason}", {"reason": reason})
+
+
+def _utf8_length(text: str) -> int:
+    """Bytes of UTF-8; refuses what is not Unicode text (a lone surrogate from `\\ud800`)."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _refuse("is not valid Unicode text (it holds a lone surrogate)") from None
+
+
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def _leaves_folder(file_id: str) -> bool:
+    """Whether an id starts with `/` or has a `..` segment (split on `/` and `\\`), as it is
+    or after percent-decoding it any number of times (`%2e%2e%2f`, `%252e%252e`)."""
+    text = file_id
+    while True:
+        if text.startswith("/") or (".." in text and ".." in _SEPARATORS.split(text)):
+            return True
+        if "%" not in text:
+            return False
+        decoded = unquote(text)
+        if decoded == text:
+            return False
+        text = decoded
+
+
+def _id_text(value: object) -> str:
+    """An id as text: a string as it is, an integer in decimal (a bool is no integer)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not ID_MIN <= value <= ID_MAX:  # before str(): Python refuses 4,300+ digits
+            raise _refuse(f"must be an integer of at most {ID_MAX_CHARS} characters")
+        return str(value)
+    raise _refuse("must be a string or an integer")
+
+
+def _inside_the_archive(value: str) -> str:
+    if _CONTROL.search(value):
+        raise _refuse(f"{value[:80]!r} must not contain control characters")
+    _utf8_length(value)
+    if _leaves_folder(value):
+        raise _refuse(
+            f"{value[:80]!r} would leave the archive's folder (a leading '/' or a '..'"
+            " segment, as sent or percent-decoded)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class _IdSchema:
+    """The JSON Schema of an id as a client sends it: a string or an integer."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        text = handler(core_schema)
+        text["pattern"] = ID_PATTERN
+        text["description"] = (
+            "no control character; it must not leave the archive's folder: no leading `/`"
+            " and no `..` segment (split on `/` and `\\`), neither as sent nor after"
+            " percent-decoding it any number of times (so `%2e%2e%2f`, `%252e%252e` and a"
+            " leading `%2F` are refused too)"
+        )
+        number = {"type": "integer", "minimum": ID_MIN, "maximum": ID_MAX}
+        return {
+            "anyOf": [text, number],
+            "description": f"the archive's id of the file: a string of 1 to {ID_MAX_CHARS}"
+            " characters, or an integer (written without fraction or exponent) of at most"
+            f" {ID_MAX_CHARS} characters",
+        }
+
+
+def _normalized(value: str) -> str:
+    """The path inside the bundle: relative, no `..`, no empty or `.` segments."""
+    if _CONTROL.search(value):
+        raise _refuse(f"{value[:200]!r} must not contain control characters")
+    if _utf8_length(value) > PATH_MAX_BYTES:
+        raise _refuse(f"{value[:200]!r}... is over {PATH_MAX_BYTES} bytes of UTF-8")
+    parts = value.split("/")
+    if "" in parts or "." in parts:
+        parts = [part for part in parts if part not in ("", ".")]
+        if not parts:
+            raise _refuse(f"{value[:200]!r} is empty")
+    if ".." in parts:
+        raise _refuse(f"{value[:200]!r} must not contain '..' segments")
+    if len(value) > SEGMENT_MAX_BYTES // 4:  # else no segment can be over the limit
+        for part in parts:
+            if len(part) > SEGMENT_MAX_BYTES // 4 and _utf8_length(part) > SEGMENT_MAX_BYTES:
+                raise _refuse(
+                    f"{value[:200]!r} has a segment over {SEGMENT_MAX_BYTES} bytes of UTF-8"
+                )
+    return "/".join(parts)
+
+
+def _digest_length(value: str, info: ValidationInfo) -> str:
+    hashtype = info.data.get("hashtype")
+    if value and hashtype is not None and len(value) != DIGEST_SIZES[hashtype] * 2:
+        expected = DIGEST_SIZES[hashtype] * 2
+        raise _refuse(f"has {len(value)} hex digits; {hashtype} has {expected}")
+    return value.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class FileOrder:
+    """One wanted file: archive id, place in the bundle, expected checksum.
+
+    It is also the schema of one entry of an order's `fileids`: pydantic validates straight
+    into it, which for an order of 100,000 files takes a third of the time of validating a
+    model and copying it into this record.
+    """
+
+    __pydantic_config__ = ConfigDict(
+        json_schema_extra={
+            "description": "one file of the cart; keys other than these four are ignored",
+            "anyOf": _hashsum_rules(),
+        }
+    )
+
+    archive_id: Annotated[
+        str,
+        BeforeValidator(_id_text),
+        StringConstraints(min_length=1, max_length=ID_MAX_CHARS),
+        AfterValidator(_inside_the_archive),
+        _IdSchema(),
+        Field(alias="id"),
+    ]
+    path: Annotated[
+        str,
+        Strict(),
+        StringConstraints(max_length=PATH_MAX_BYTES),
+        AfterValidator(_normalized),
+        Documented(
+            PATH_PATTERN,
+            "where the file goes in the tar, below its top folder. A leading `/`, empty"
+            " segments and `.` segments are dropped; what is left must not be empty. No"
+            f" control character and no `..` segment. At most {PATH_MAX_BYTES} bytes of"
+            f" UTF-8 as sent, each segment at most {SEGMENT_MAX_BYTES} bytes. No two files"
+            " of a cart may land at one path, and no file where another needs a folder"
+            " (`a` and `a/b`).",
+        ),
+    ]
+    hashtype: Annotated[
+        str,
+        Strict(),
+        StringConstraints(pattern=HASHTYPE_PATTERN),
+        AfterValidator(str.lower),
+        Field(description="a hashlib algorithm (not a SHAKE), in any letter case"),
+    ]
+    hashsum: Annotated[
+        str,
+        Strict(),
+        StringConstraints(pattern=HASHSUM_PATTERN),
+        AfterValidator(_digest_length),
+        Field(
+            description="the hex digest the bytes must have: exactly as many hex digits as"
+            " the algorithm's digest, or empty (which then fails verification)"
+        ),
+    ]
+
+
+class Order(BaseModel):
+    """The body of `POST /<uid>`. Keys not named here are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    fileids: list[FileOrder] = Field(
+        min_length=1,
+        description="the files of the cart. No two may have the same `path` (after it is"
+        " normalized), and no file's path may be a folder of another's (`a` and `a/b`).",
+    )
+    bundle: StrictBool | None = Field(
+        None,
+        description="true: write the tar once onto the volume when the cart is ready;"
+        " false: stream it from the staged files; absent or null: the configured default",
+    )
 
 
 def validate_uid(uid: str) -> str:
-    if not _UID.fullmatch(uid) or uid in {".", ".."}:
+    if not _UID.fullmatch(uid):
         raise InvalidRequest(
             f"invalid cart uid {uid[:80]!r}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"
         )
     return uid
 
 
-def normalize_path(path: str) -> str:
-    """The path inside the bundle: relative, no `..`, no empty or `.` segments."""
-    if _CONTROL.search(path):
-        raise ValueError("must not contain control characters")
-    parts = [part for part in path.split("/") if part not in {"", "."}]
-    if not parts:
-        raise ValueError("is empty")
-    if ".." in parts:
-        raise ValueError("must not contain '..' segments")
-    return "/".join(parts)
-
-
 def validate_download_name(name: str | None, default: str) -> str:
     """The `filename` query parameter: one safe file name."""
     if name is None or name == "":
         return default
-    if "/" in name or _CONTROL.search(name) or len(name.encode("utf-8")) > 255:
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequest("invalid filename: it is not valid Unicode text") from None
+    if "/" in name or _CONTROL.search(name) or size > NAME_MAX_BYTES:
         raise InvalidRequest(
-            "invalid filename: it must be one name of at most 255 bytes,"
+            f"invalid filename: it must be one name of at most {NAME_MAX_BYTES} bytes,"
             " without '/' or control characters"
         )
     if name in {".", ".."}:
@@ -59,56 +351,54 @@ def validate_download_name(name: str | None, default: str) -> str:
 
 
 @dataclass(frozen=True)
-class FileOrder:
-    """One wanted file: archive id, place in the bundle, expected checksum."""
-
-    archive_id: str
-    path: str
-    hashtype: str
-    hashsum: str
-
-
-@dataclass(frozen=True)
 class CartOrder:
     files: tuple[FileOrder, ...]
     bundle: bool | None
 
 
-def _file_order(index: int, entry: Any) -> FileOrder:
-    where = f"fileids[{index}]"
-    if not isinstance(entry, dict):
-        raise InvalidRequest(f"{where} must be an object with id, path, hashtype and hashsum")
-    missing = [key for key in ("id", "path", "hashtype", "hashsum") if key not in entry]
-    if missing:
-        raise InvalidRequest(f"{where} lacks {', '.join(missing)}")
-    file_id = entry["id"]
-    if isinstance(file_id, bool) or not isinstance(file_id, str | int):
-        raise InvalidRequest(f"{where}.id must be a string or an integer")
-    file_id = str(file_id)
-    if not file_id or _CONTROL.search(file_id) or len(file_id) > 1024:
-        raise InvalidRequest(f"{where}.id must be 1 to 1024 printable characters")
-    if not isinstance(entry["path"], str):
-        raise InvalidRequest(f"{where}.path must be a string")
-    try:
-        path = normalize_path(entry["path"])
-    except ValueError as exc:
-        raise InvalidRequest(f"{where}.path {entry['path'][:200]!r} {exc}") from None
-    hashtype = entry["hashtype"]
-    if not isinstance(hashtype, str) or hashtype.lower() not in HASH_ALGORITHMS:
-        raise InvalidRequest(
-            f"{where}.hashtype {str(hashtype)[:40]!r} is not a known hash algorithm"
+def _field_rule(field: str, error: ErrorDetails) -> str:
+    """What a field must be, for an error of pydantic's own constraints on it."""
+    value = error["input"]
+    if field == "id":  # the type and an integer's size were checked by `_id_text`
+        return f"must be 1 to {ID_MAX_CHARS} characters"
+    if field == "path":
+        if isinstance(value, str):
+            return f"{value[:200]!r}... is over {PATH_MAX_BYTES} bytes of UTF-8"
+        return "must be a string"
+    if field == "hashtype":
+        return (
+            f"{str(value)[:40]!r} is not a known hash algorithm"
             f" (known: {', '.join(sorted(HASH_ALGORITHMS))})"
         )
-    hashtype = hashtype.lower()
-    hashsum = entry["hashsum"]
-    if not isinstance(hashsum, str) or not _HEX.fullmatch(hashsum):
-        raise InvalidRequest(f"{where}.hashsum must be a hex digest string")
-    expected = hashlib.new(hashtype).digest_size * 2
-    if hashsum and len(hashsum) != expected:
-        raise InvalidRequest(
-            f"{where}.hashsum has {len(hashsum)} hex digits; {hashtype} has {expected}"
-        )
-    return FileOrder(file_id, path, hashtype, hashsum.lower())
+    return "must be a hex digest string"
+
+
+def _problem(errors: list[ErrorDetails]) -> str:
+    """The first problem of an order, in words that name the field."""
+    error = errors[0]
+    loc = error["loc"]
+    if not loc:
+        return "the request body must be a JSON object with a 'fileids' list"
+    if loc[0] == "bundle":
+        return "'bundle' must be true or false"
+    if len(loc) == 1:
+        if error["type"] == "missing":
+            return "the request body lacks 'fileids'"
+        return "'fileids' must be a non-empty list"
+    where = f"fileids[{loc[1]}]"
+    if len(loc) == 2:
+        return f"{where} must be an object with id, path, hashtype and hashsum"
+    if error["type"] == "missing":
+        missing = [
+            str(other["loc"][2])
+            for other in errors
+            if other["type"] == "missing" and other["loc"][:2] == loc[:2]
+        ]
+        return f"{where} lacks {', '.join(missing)}"
+    field = str(loc[2])
+    if error["type"] == "cartd":
+        return f"{where}.{field} {error['msg']}"
+    return f"{where}.{field} {_field_rule(field, error)}"
 
 
 def _check_layout(files: list[FileOrder]) -> None:
@@ -122,34 +412,33 @@ def _check_layout(files: list[FileOrder]) -> None:
             )
         seen[order.path] = index
     for index, order in enumerate(files):
-        parts = order.path.split("/")
-        for depth in range(1, len(parts)):
-            folder = "/".join(parts[:depth])
+        path = order.path
+        cut = path.find("/")
+        while cut != -1:
+            folder = path[:cut]
             if folder in seen:
                 raise InvalidRequest(
                     f"fileids[{seen[folder]}].path {folder!r} is a folder of"
-                    f" fileids[{index}].path {order.path!r}"
+                    f" fileids[{index}].path {path!r}"
                 )
+            cut = path.find("/", cut + 1)
 
 
 def parse_cart_order(body: bytes) -> CartOrder:
-    """Parse and check a POST body; raise `InvalidRequest` saying what is wrong."""
+    """Parse and check a POST body; raise `InvalidRequest` saying what is wrong.
+
+    Python's own JSON reader is used rather than pydantic's, which refuses a body with a
+    lone surrogate (`"\\ud800"`) without saying where: this way the message names the field.
+    """
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("the request body is not valid JSON") from None
     except RecursionError:
         raise InvalidRequest("the request body is nested too deeply") from None
-    if not isinstance(document, dict):
-        raise InvalidRequest("the request body must be a JSON object with a 'fileids' list")
-    if "fileids" not in document:
-        raise InvalidRequest("the request body lacks 'fileids'")
-    entries = document["fileids"]
-    if not isinstance(entries, list) or not entries:
-        raise InvalidRequest("'fileids' must be a non-empty list")
-    bundle = document.get("bundle")
-    if bundle is not None and not isinstance(bundle, bool):
-        raise InvalidRequest("'bundle' must be true or false")
-    files = [_file_order(index, entry) for index, entry in enumerate(entries)]
-    _check_layout(files)
-    return CartOrder(tuple(files), bundle)
+    try:
+        order = Order.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidRequest(_problem(exc.errors(include_url=False))) from None
+    _check_layout(order.fileids)
+    return CartOrder(tuple(order.fileids), order.bundle)

@@ -12,12 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cartd.api.routes import router
-from cartd.api.views import Order
 from cartd.config import Settings
 from cartd.errors import CartdError
 from cartd.runtime import Runtime, build_runtime
+from cartd.schemas import Order
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,25 @@ def error_body(status: int, message: str) -> dict[str, object]:
     return {"status": status, "message": message}
 
 
-def _describe(app: FastAPI) -> dict[str, Any]:
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes at the request's path. Starlette's own `Allow` names
+    only the first route that matched the path, and each of ours takes one method. Our
+    routes are read from our router itself (included without a prefix), since the app
+    wraps an included router in a private type."""
+    methods: set[str] = set()
+    for route in (*app.router.routes, *router.routes):
+        if not getattr(route, "methods", None):
+            continue
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """The OpenAPI description as cartd answers: a request FastAPI would refuse with 422
-    gets a 400 here, and the order's body is documented though it is parsed by hand."""
+    gets a 400 here, and the order's body is `cartd.schemas.Order`, the model that
+    validates it (the route reads the raw body, so FastAPI does not know it)."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
@@ -37,6 +54,11 @@ def _describe(app: FastAPI) -> dict[str, Any]:
         order = Order.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(order.pop("$defs", {}))
         components["Order"] = order
+        body = schema["paths"]["/{uid}"]["post"]["requestBody"]
+        body["description"] = (
+            f"the order, JSON in UTF-8, at most {settings.max_order_size} bytes"
+            " (cartd.max_order_size); a larger body gets 413 without being read"
+        )
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
         for operations in schema["paths"].values():
@@ -67,15 +89,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.openapi = lambda: _describe(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _describe(app, settings)  # type: ignore[method-assign]
 
     @app.exception_handler(CartdError)
     async def cartd_error(_request: Request, exc: CartdError) -> JSONResponse:
         return JSONResponse(error_body(exc.status_code, exc.message), exc.status_code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The exception's headers are part of the answer (a 405 must say `Allow`).
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+        return JSONResponse(
+            error_body(exc.status_code, str(exc.detail)), exc.status_code, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

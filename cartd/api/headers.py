@@ -26,11 +26,26 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_BYTE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 class RangeNotSatisfiable(Exception):
     """The one range asked for lies wholly past the end of the representation."""
+
+
+def _magnitude(digits: str) -> tuple[int, str]:
+    """A key that orders decimal digit strings by value, without `int()`: Python refuses to
+    convert more than 4,300 digits, and a client may send any number of them."""
+    significant = digits.lstrip("0") or "0"
+    return len(significant), significant
+
+
+def _at_most(digits: str, ceiling: int) -> int:
+    """`min(int(digits), ceiling)` for a digit string of any length."""
+    length, significant = _magnitude(digits)
+    if (length, significant) > _magnitude(str(ceiling)):
+        return ceiling
+    return int(significant)
 
 
 def requested_range(value: str | None, size: int) -> tuple[int, int] | None:
@@ -40,6 +55,7 @@ def requested_range(value: str | None, size: int) -> tuple[int, int] | None:
     Only a single `bytes` range is honoured (RFC 9110 lets a server ignore the rest):
     a malformed header or several ranges get the whole representation, as from a
     server without ranges. Raises `RangeNotSatisfiable` for a range starting past the end.
+    Numbers may have any number of digits: one past the end is only compared, never converted.
     """
     if value is None:
         return None
@@ -48,16 +64,17 @@ def requested_range(value: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.group(1), match.group(2)
     if first == "":  # the last N bytes
-        suffix = int(last)
-        if suffix == 0:
+        suffix = _at_most(last, size)
+        if _magnitude(last) == _magnitude("0"):
             raise RangeNotSatisfiable("an empty suffix range")
-        return max(0, size - suffix), size
-    start = int(first)
-    if last != "" and int(last) < start:
+        return size - suffix, size
+    if last != "" and _magnitude(last) < _magnitude(first):
         return None  # last before first: not a valid range, so not a range request
+    start = _at_most(first, size)
     if start >= size:
-        raise RangeNotSatisfiable(f"the range starts at byte {start} of {size}")
-    return start, size if last == "" else min(int(last) + 1, size)
+        shown = first if len(first) <= 40 else f"{first[:20]}...({len(first)} digits)"
+        raise RangeNotSatisfiable(f"the range starts at byte {shown} of {size}")
+    return start, size if last == "" else _at_most(last, size - 1) + 1
 
 
 def validator_holds(if_range: str | None, etag: str, last_modified: str) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from email.utils import format_datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +17,8 @@ from cartd.api.headers import (
     validator_holds,
 )
 from cartd.api.views import CartView, Message, cart_view, error
-from cartd.errors import CartdError, CartNotFound
+from cartd.errors import CartdError, CartNotFound, PayloadTooLarge
+from cartd.schemas import NAME_MAX_BYTES, NAME_PATTERN, UID_PATTERN
 from cartd.service.carts import CartFailed, CartNotReady, CartService
 
 router = APIRouter()
@@ -44,6 +46,25 @@ def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
+#: The uid as the OpenAPI description states it. Checked by the use cases (a bad one gets
+#: 400 with cartd's message, and on HEAD its status headers), not by FastAPI.
+Uid = Annotated[
+    str,
+    Path(
+        description="the cart's name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not `.` or `..`",
+        json_schema_extra={"pattern": UID_PATTERN, "minLength": 1, "maxLength": 64},
+    ),
+]
+DownloadName = Annotated[
+    str,
+    Query(
+        description="the tar's file name, and without its `.tar` ending the top folder:"
+        f" at most {NAME_MAX_BYTES} bytes of UTF-8, no `/`, no control character, not `.`"
+        " or `..`; empty or absent: `data_YYYY_MM_DD_HH_MM_SS.tar`",
+        json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_BYTES},
+    ),
+]
+
 _TAR = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 _STATUS_HEADERS = {
     name: {"schema": {"type": "string"}, "description": text}
@@ -57,13 +78,63 @@ _STATUS_HEADERS = {
         "X-Pacifica-Bytes-Staged": "bytes verified on the volume",
     }.items()
 }
+#: HEAD of a bad uid or of no cart: only these two.
+_ERROR_STATUS_HEADERS = {
+    name: _STATUS_HEADERS[name] for name in ("X-Pacifica-Status", "X-Pacifica-Message")
+}
+
+
+def _header(description: str, **schema: object) -> dict[str, object]:
+    return {"description": description, "schema": {"type": "string", **schema}}
+
+
+_TAR_HEADERS = {
+    "Content-Disposition": _header("attachment; filename=NAME (RFC 6266)"),
+    "Content-Length": _header("bytes in this answer", pattern="^[0-9]+$"),
+    "Accept-Ranges": _header("bytes", enum=["bytes"]),
+    "ETag": _header("the tar's tag: its contents and ready time"),
+    "Last-Modified": _header("when the cart became ready (HTTP date)"),
+}
+_RANGE_HEADERS = {
+    **_TAR_HEADERS,
+    "Content-Range": _header("bytes FIRST-LAST/SIZE", pattern="^bytes [0-9]+-[0-9]+/[0-9]+$"),
+}
+_UNSATISFIABLE_HEADERS = {
+    "Content-Range": _header("bytes */SIZE", pattern="^bytes \\*/[0-9]+$"),
+}
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the order is over {limit} bytes, the most this cartd takes (cartd.max_order_size)"
+    )
+
+
+async def _read_order(request: Request, limit: int) -> bytes:
+    """The body of an order, refused with 413 as soon as it is known to be over `limit`:
+    from its `Content-Length` before a byte of it is read (a client that sent
+    `Expect: 100-continue` is then never asked for it), else once the chunks read pass it."""
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isdigit():  # compared by length first: int() refuses 4,300+ digits
+        significant = declared.lstrip("0")
+        if len(significant) > len(str(limit)) or int(significant or "0") > limit:
+            raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
 
 
 @router.post(
     "/{uid}",
     status_code=201,
     response_model=Message,
-    responses={400: error("a bad order or uid; nothing was stored")},
+    responses={
+        400: error("a bad order or uid; nothing was stored"),
+        413: error("the body is over cartd.max_order_size; it was not read, nothing was stored"),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -71,9 +142,10 @@ _STATUS_HEADERS = {
         }
     },
 )
-async def order_cart(uid: str, request: Request) -> JSONResponse:
+async def order_cart(uid: Uid, request: Request) -> JSONResponse:
     """Store the order and start staging its files in the background."""
-    body = await request.body()
+    limit: int = request.app.state.runtime.settings.max_order_size
+    body = await _read_order(request, limit)
     await run_in_threadpool(_carts(request).create, uid, body)
     return JSONResponse({"message": "Cart Processing has begun"}, status_code=201)
 
@@ -83,12 +155,12 @@ async def order_cart(uid: str, request: Request) -> JSONResponse:
     status_code=204,
     responses={
         204: {"description": "the cart's status and progress", "headers": _STATUS_HEADERS},
-        400: {"description": "a bad uid"},
-        404: {"description": "no such cart"},
+        400: {"description": "a bad uid", "headers": _ERROR_STATUS_HEADERS},
+        404: {"description": "no such cart", "headers": _ERROR_STATUS_HEADERS},
         500: {"description": "the cart failed", "headers": _STATUS_HEADERS},
     },
 )
-def cart_status(uid: str, request: Request) -> Response:
+def cart_status(uid: Uid, request: Request) -> Response:
     """Status headers; `X-Pacifica-Status` stays `staging` until the cart is ready."""
     try:
         state = _carts(request).state(uid)
@@ -112,7 +184,7 @@ def cart_status(uid: str, request: Request) -> Response:
     "/{uid}/files",
     responses={400: error("a bad uid"), 404: error("no such cart")},
 )
-def cart_files(uid: str, request: Request) -> CartView:
+def cart_files(uid: Uid, request: Request) -> CartView:
     """Each file of the newest cart of the uid, with its status and error: which file holds
     a cart up, and why."""
     cart, files = _carts(request).files(uid)
@@ -123,23 +195,27 @@ def cart_files(uid: str, request: Request) -> CartView:
     "/{uid}",
     response_model=None,
     responses={
-        200: {
-            "description": "the whole tar",
-            "content": _TAR,
+        200: {"description": "the whole tar", "content": _TAR, "headers": _TAR_HEADERS},
+        202: {
+            "description": "The cart is not ready for download.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
         },
-        202: {"description": "The cart is not ready for download.", "content": {"text/plain": {}}},
         206: {
             "description": "the byte range asked for with Range",
             "content": _TAR,
+            "headers": _RANGE_HEADERS,
         },
         400: error("a bad uid or filename"),
         404: error("no such cart"),
-        416: error("the range starts past the end of the tar"),
+        416: {
+            **error("the range starts past the end of the tar"),
+            "headers": _UNSATISFIABLE_HEADERS,
+        },
         500: error("the cart failed; the message is its error"),
     },
 )
 def download_cart(
-    uid: str, request: Request, filename: str | None = None
+    uid: Uid, request: Request, filename: DownloadName = ""
 ) -> Response | StreamingResponse:
     """The tar of a ready cart; 202 while it is being made; 500 with its error if it failed.
 
@@ -189,7 +265,7 @@ def download_cart(
     response_model=Message,
     responses={400: error("a bad uid"), 404: {"description": "no such cart", "model": Message}},
 )
-def delete_cart(uid: str, request: Request) -> JSONResponse:
+def delete_cart(uid: Uid, request: Request) -> JSONResponse:
     """Remove every cart of the uid and its files."""
     if _carts(request).delete(uid):
         return JSONResponse({"message": "Cart Deleted Successfully"})

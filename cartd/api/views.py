@@ -66,21 +66,6 @@ class Message(BaseModel):
     message: str
 
 
-class OrderedFile(BaseModel):
-    id: str | int = Field(description="the archive's id of the file")
-    path: str = Field(description="where the file goes in the tar; no `..`, unique in the cart")
-    hashtype: str = Field(description="any hashlib algorithm, e.g. md5, sha1, sha256")
-    hashsum: str = Field(description="the hex digest the bytes must have")
-
-
-class Order(BaseModel):
-    """The body of `POST /<uid>`, for the OpenAPI description: orders are parsed by
-    `cartd.schemas.parse_cart_order`, whose 400 messages name the offending field."""
-
-    fileids: list[OrderedFile]
-    bundle: bool | None = Field(None, description="write the tar once onto the volume")
-
-
 def error(description: str) -> dict[str, object]:
     """An OpenAPI response entry whose body is an `ErrorBody`."""
     return {"description": description, "model": ErrorBody}

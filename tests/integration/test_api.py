@@ -519,7 +519,7 @@ def test_the_openapi_description_says_what_cartd_answers(client: httpx.Client) -
         for path, operations in spec["paths"].items()
         for method, operation in operations.items()
     }
-    assert codes[("/{uid}", "post")] == ["201", "400"]
+    assert codes[("/{uid}", "post")] == ["201", "400", "413"]
     assert codes[("/{uid}", "head")] == ["204", "400", "404", "500"]
     assert codes[("/{uid}", "get")] == ["200", "202", "206", "400", "404", "416", "500"]
     assert codes[("/{uid}", "delete")] == ["200", "400", "404"]
@@ -544,7 +544,7 @@ def test_the_openapi_description_says_what_cartd_answers(client: httpx.Client) -
 
     schemas = spec["components"]["schemas"]
     found = set(refs(spec))
-    assert "#/components/schemas/OrderedFile" in found
+    assert "#/components/schemas/FileOrder" in found
     for ref in found:
         assert ref.startswith("#/components/schemas/")
         assert ref.rsplit("/", 1)[1] in schemas, ref

@@ -143,6 +143,21 @@ def test_volume_size_limit_in_binary_units(tmp_path: Path) -> None:
     assert load_settings(ini, environ={}).volume_size_limit == 10 * 1024**3
 
 
+def test_max_order_size_defaults_to_32_mib_and_takes_units(
+    empty_home: Path, tmp_path: Path
+) -> None:
+    assert load_settings(None, environ={}).max_order_size == 32 * 1024**2
+    ini = write_ini(tmp_path / "c.ini", "[cartd]\nmax_order_size = 1 GiB\n")
+    assert load_settings(ini, environ={}).max_order_size == 1024**3
+    environ = {"CARTD_MAX_ORDER_SIZE": "65536"}
+    assert load_settings(ini, environ=environ).max_order_size == 65536
+
+
+def test_max_order_size_must_be_a_size(empty_home: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cartd\.max_order_size \(CARTD_MAX_ORDER_SIZE\)"):
+        load_settings(None, environ={"CARTD_MAX_ORDER_SIZE": "lots"})
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

@@ -130,3 +130,31 @@ def test_if_range_holds_only_for_the_current_tag_or_date() -> None:
     assert not validator_holds('"old"', tag, date)
     assert not validator_holds('W/"abc"', tag, date)
     assert not validator_holds("Sun, 22 Nov 2026 09:00:00 GMT", tag, date)
+
+
+HUGE = "9" * 5000  # int() refuses strings of more than 4,300 digits
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (f"bytes=0-{HUGE}", (0, SIZE)),
+        (f"bytes=-{HUGE}", (0, SIZE)),
+        (f"bytes=5-{'0' * 5000}9", (5, 10)),
+        (f"bytes={'0' * 5000}7-8", (7, 9)),
+        (f"bytes=-{'0' * 5000}100", (SIZE - 100, SIZE)),
+    ],
+)
+def test_numbers_of_any_length_are_read_as_numbers(header: str, expected: tuple[int, int]) -> None:
+    assert requested_range(header, SIZE) == expected
+
+
+@pytest.mark.parametrize("header", [f"bytes={HUGE}-", f"bytes={HUGE}-{HUGE}1"])
+def test_a_huge_start_is_past_the_end(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable) as caught:
+        requested_range(header, SIZE)
+    assert len(str(caught.value)) < 200
+
+
+def test_a_huge_start_after_a_huger_end_is_no_range() -> None:
+    assert requested_range(f"bytes={HUGE}-{'9' * 4999}", SIZE) is None

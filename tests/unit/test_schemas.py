@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import time
 import uuid
 from typing import Any
 
 import pytest
 
 from cartd.errors import InvalidRequest
-from cartd.schemas import CartOrder, parse_cart_order, validate_download_name, validate_uid
+from cartd.schemas import (
+    HASHTYPE_PATTERN,
+    ID_PATTERN,
+    PATH_PATTERN,
+    CartOrder,
+    parse_cart_order,
+    validate_download_name,
+    validate_uid,
+)
 
 MD5_EMPTY = hashlib.md5(b"").hexdigest()
 SHA256_EMPTY = hashlib.sha256(b"").hexdigest()
@@ -296,3 +306,188 @@ def test_unsafe_names_are_refused(name: str) -> None:
 def test_c1_control_characters_are_refused_in_download_names() -> None:
     with pytest.raises(InvalidRequest):
         validate_download_name("a\u0085b.tar", "d.tar")
+
+
+# text that is not Unicode: a lone surrogate, as JSON can write it
+
+
+@pytest.mark.parametrize("field", ["id", "path", "hashtype", "hashsum"])
+def test_a_lone_surrogate_in_a_field_is_refused_naming_it(field: str) -> None:
+    bad = entry("b", "f1")
+    bad[field] = "SURROGATE"
+    body = order(entry("ok", "f0"), bad).replace(b'"SURROGATE"', b'"a\\ud800b"')
+    message = refused(body)
+    assert f"fileids[1].{field}" in message
+    message.encode("utf-8")  # the message itself can be sent
+
+
+def test_a_lone_surrogate_in_an_ignored_key_is_ignored() -> None:
+    body = order(entry(note="SURROGATE")).replace(b'"SURROGATE"', b'"\\udc00"')
+    assert parse_cart_order(body).files[0].path == "a.txt"
+
+
+def test_a_surrogate_pair_is_ordinary_text() -> None:
+    body = order(entry("SURROGATE")).replace(b'"SURROGATE"', b'"\\ud83d\\ude00.txt"')
+    assert parse_cart_order(body).files[0].path == "\U0001f600.txt"
+
+
+def test_a_download_name_that_is_not_unicode_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="filename"):
+        validate_download_name("a\ud800.tar", "d.tar")
+
+
+# lengths in bytes: every accepted cart unpacks under a top folder of 255 bytes
+
+TAIL_1072 = "/".join(["z" * 200] * 5) + "/" + "z" * 67
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "x" * 255,
+        "\u00e9" * 127 + "x",  # 255 bytes in 128 characters
+        "/".join(["y" * 255] * 12),  # 3071 bytes
+        "/".join(["\u65e5" * 85] * 12),  # 3071 bytes of 3-byte characters
+        "./" * 1000 + TAIL_1072,  # 3072 bytes as sent, 1072 once normalized
+    ],
+)
+def test_paths_up_to_the_byte_limits_are_accepted(path: str) -> None:
+    assert parse_cart_order(order(entry(path))).files[0].path == path.replace("./", "")
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("x" * 256, "segment over 255 bytes"),
+        ("a/" + "\u00e9" * 128 + "/b", "segment over 255 bytes"),
+        ("/".join(["y" * 255] * 12) + "/zz", "over 3072 bytes"),
+        ("\u65e5" * 1025, "over 3072 bytes"),  # 1025 characters, 3075 bytes
+        ("./" * 1000 + TAIL_1072 + "z", "over 3072 bytes"),
+    ],
+)
+def test_paths_over_the_byte_limits_are_refused(path: str, words: str) -> None:
+    message = refused(order(entry("ok", "f0"), entry(path, "f1")))
+    assert "fileids[1].path" in message
+    assert words in message
+    assert len(message) < 600
+
+
+# ids that would leave the archive's folder
+
+
+@pytest.mark.parametrize(
+    "file_id",
+    [
+        "..",
+        "../etc/passwd",
+        "a/../../b",
+        "a/..",
+        "a\\..\\b",
+        "..\\x",
+        "/etc/passwd",
+        "/",
+        "%2e%2e",
+        "%2E%2E%2Fetc",
+        "%2e%2e%2f",
+        "a%2f..%2fb",
+        "a%5c..%5cb",
+        "%252e%252e",
+        "%25252e%25252e%25252fx",
+        "%2Fetc/passwd",
+        "%252F",
+        ".%2e/x",
+    ],
+)
+def test_an_id_leaving_the_archive_folder_is_refused(file_id: str) -> None:
+    message = refused(order(entry("ok", "f0"), entry("b", file_id)))
+    assert "fileids[1].id" in message
+    assert "leave the archive's folder" in message
+
+
+@pytest.mark.parametrize(
+    "file_id",
+    ["a..b", "..a", "a..", "...", "a/b/c", "a%2Fb", "100%", "%zz", "%", "a\\b", "a/./b"],
+)
+def test_ids_that_stay_inside_are_accepted(file_id: str) -> None:
+    assert parse_cart_order(order(entry(file_id=file_id))).files[0].archive_id == file_id
+
+
+@pytest.mark.parametrize(
+    ("file_id", "expected"),
+    [
+        (-5, "-5"),
+        (10**1024 - 1, "9" * 1024),
+        (-(10**1023 - 1), "-" + "9" * 1023),
+    ],
+)
+def test_integer_ids_of_up_to_1024_characters_are_accepted(file_id: int, expected: str) -> None:
+    assert parse_cart_order(order(entry(file_id=file_id))).files[0].archive_id == expected
+
+
+@pytest.mark.parametrize(("file_id"), [10**1024, -(10**1023), "x" * 1025])
+def test_ids_over_1024_characters_are_refused(file_id: Any) -> None:
+    assert "fileids[1].id" in refused(order(entry("ok", "f0"), entry("b", file_id)))
+
+
+def test_an_integer_too_long_for_python_is_a_400() -> None:
+    body = b'{"fileids": [{"id": ' + b"7" * 5000 + b', "path": "a", "hashtype": "md5",'
+    assert "JSON" in refused(body + b' "hashsum": ""}]}')
+
+
+def test_a_file_id_key_other_than_id_is_ignored() -> None:
+    parsed = parse_cart_order(order(entry(file_id="real", archive_id="other")))
+    assert parsed.files[0].archive_id == "real"
+
+
+# performance: a big order is parsed in well under a second on a quiet machine
+
+
+def test_an_order_of_100000_files_parses_quickly() -> None:
+    files = [entry(f"d{i % 100}/s{i % 7}/f{i}.dat", f"id{i}") for i in range(100_000)]
+    body = order(*files)
+    started = time.perf_counter()
+    parsed = parse_cart_order(body)
+    elapsed = time.perf_counter() - started
+    assert len(parsed.files) == 100_000
+    assert elapsed < 3.0, f"{elapsed:.2f}s"  # about 0.4 s here; generous for a busy CI host
+
+
+# the JSON Schema patterns say what the validators do
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a", "/a/b", "a//b", "./a", "...", "a..b", ".a", "a/.b", "", "/", ".", "./", "//./", "..",
+     "../x", "a/..", "a/../b", "a\nb", "a\x85b", "a\x7fb", "caf\u00e9/x"],
+)  # fmt: skip
+def test_the_path_pattern_agrees_with_the_validator(path: str) -> None:
+    try:
+        parse_cart_order(order(entry(path)))
+        accepted = True
+    except InvalidRequest:
+        accepted = False
+    assert (re.search(PATH_PATTERN, path) is not None) == accepted
+
+
+@pytest.mark.parametrize(
+    "file_id",
+    ["a", "a..b", "..a", "a\\b", "a/b", "%2e", "..", "a/..", "a\\..", "..\\b", "/a", "\\a",
+     "a\tb", "a\x9fb", "x/../y"],
+)  # fmt: skip
+def test_the_id_pattern_agrees_with_the_validator(file_id: str) -> None:
+    try:
+        parse_cart_order(order(entry(file_id=file_id)))
+        accepted = True
+    except InvalidRequest:
+        accepted = False
+    assert (re.search(ID_PATTERN, file_id) is not None) == accepted
+
+
+@pytest.mark.parametrize("hashtype", ["md5", "MD5", "sHa256", "blake2b", "sha3_256", "md5-sha1"])
+def test_every_accepted_hashtype_matches_the_pattern(hashtype: str) -> None:
+    assert re.fullmatch(HASHTYPE_PATTERN, hashtype)
+
+
+@pytest.mark.parametrize("hashtype", ["md6", "sha-256", "shake_128", "md5 ", "\u212aeccak"])
+def test_no_refused_hashtype_matches_the_pattern(hashtype: str) -> None:
+    assert not re.search(HASHTYPE_PATTERN, hashtype)
