@@ -7,6 +7,7 @@ from email.utils import format_datetime
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from cartd.api.headers import (
     RangeNotSatisfiable,
@@ -17,12 +18,28 @@ from cartd.api.headers import (
 )
 from cartd.api.views import CartView, Message, cart_view, error
 from cartd.errors import CartdError, CartNotFound
-from cartd.service.carts import CartFailed, CartNotReady, CartService
+from cartd.service.carts import CartFailed, CartNotReady, CartService, Stream
 
 router = APIRouter()
 
 UP = "Pacifica Cartd Interface Up and Running"
 GONE = "The cart does not exist or has already been deleted"
+
+
+class _DownloadResponse(StreamingResponse):
+    """Streams a download and closes it when the response ends however it ends (sent, the
+    client gone, the server stopping), here rather than whenever the garbage collector
+    gets to the abandoned stream."""
+
+    def __init__(self, stream: Stream, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(stream, status_code, headers, media_type="application/octet-stream")
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stream.close()
 
 
 def _carts(request: Request) -> CartService:
@@ -176,12 +193,7 @@ def download_cart(
     headers["Content-Length"] = str(end - start)
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{download.size}"
-    return StreamingResponse(
-        _carts(request).stream(download, start, end),
-        status_code=status,
-        media_type="application/octet-stream",
-        headers=headers,
-    )
+    return _DownloadResponse(_carts(request).stream(download, start, end), status, headers)
 
 
 @router.delete(

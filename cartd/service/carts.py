@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import threading
-import time
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,14 +19,14 @@ from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
+from cartd.service.leases import DownloadLeases, Lease
 from cartd.status import CartStatus
 from cartd.storage import Volume
 from cartd.workers.base import Runner
 
 log = logging.getLogger(__name__)
 
-#: Seconds a download keeps its cart from eviction; renewed while bytes flow.
-DOWNLOAD_LEASE = 60.0
+Chunks = Generator[bytes, None, None]
 
 
 class CartNotReady(CartdError):
@@ -69,7 +67,7 @@ class Download:
         digest = hashlib.sha256(f"{identity}\0{self.size}".encode()).hexdigest()
         return f'"{digest[:32]}"'
 
-    def chunks(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def chunks(self, start: int = 0, end: int | None = None) -> Chunks:
         """The tar's bytes from `start` up to `end` (default: to its end)."""
         end = self.size if end is None else end
         if self.bundle_path is None:
@@ -82,6 +80,40 @@ class Download:
             while remaining > 0 and (chunk := handle.read(min(self.chunk_size, remaining))):
                 remaining -= len(chunk)
                 yield chunk
+
+
+class Stream:
+    """The bytes of one download, holding its cart's lease until it ends: read to the end,
+    closed, or collected. Ending does no database work, so it is safe wherever the garbage
+    collector happens to finalise an abandoned download (see `cartd.service.leases`)."""
+
+    def __init__(self, chunks: Chunks, lease: Lease, metrics: Metrics) -> None:
+        self._chunks = chunks
+        self._lease = lease
+        self._metrics = metrics
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+        self._metrics.bytes_served(len(chunk))
+        self._lease.touch()
+        return chunk
+
+    def close(self) -> None:
+        """End the lease and release the open file; idempotent."""
+        self._lease.end()
+        # ValueError: being read in another thread right now; it ends there.
+        with contextlib.suppress(ValueError):
+            self._chunks.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def default_download_name(moment: datetime | None = None) -> str:
@@ -101,8 +133,7 @@ class CartService:
         metrics: Metrics,
     ) -> None:
         self.metrics = metrics
-        self._downloads: Counter[int] = Counter()
-        self._downloads_lock = threading.Lock()
+        self.leases = DownloadLeases(store)
         self.store = store
         self.volume = volume
         self.runner = runner
@@ -136,7 +167,6 @@ class CartService:
         # Named after the moment the cart became ready, not the request's: every GET of
         # the cart then sends the same bytes, so a broken download can be resumed.
         name = validate_download_name(filename, default_download_name(cart.updated_at))
-        self.store.lease_download(cart.id, time.time() + DOWNLOAD_LEASE)
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
             try:
@@ -148,31 +178,16 @@ class CartService:
         members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=top)
         return Download(cart, name, tar_size(members), None, members, self.chunk_size)
 
-    def stream(self, download: Download, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """The download's bytes, keeping its lease against eviction while they flow.
+    def stream(self, download: Download, start: int = 0, end: int | None = None) -> Stream:
+        """The download's bytes from `start` to `end`, its cart leased against eviction
+        from now until the stream ends. The lease ends with the last download of the cart
+        in this process; the download counts as the cart's last use."""
+        lease = self.leases.begin(download.cart.id)
+        return Stream(download.chunks(start, end), lease, self.metrics)
 
-        The lease ends with the last download of the cart in this process; the download
-        counts as the cart's last use.
-        """
-        cart_id = download.cart.id
-        with self._downloads_lock:
-            self._downloads[cart_id] += 1
-        renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
-        try:
-            for chunk in download.chunks(start, end):
-                yield chunk
-                self.metrics.bytes_served(len(chunk))
-                if time.monotonic() >= renew_at:
-                    self.store.lease_download(cart_id, time.time() + DOWNLOAD_LEASE)
-                    renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
-        finally:
-            with self._downloads_lock:
-                self._downloads[cart_id] -= 1
-                last = self._downloads[cart_id] == 0
-                if last:
-                    del self._downloads[cart_id]
-            if last:
-                self.store.lease_download(cart_id, None)
+    def close(self) -> None:
+        """End this process's download leases."""
+        self.leases.close()
 
     def delete(self, uid: str) -> bool:
         """Make every cart of the uid gone; False when there was none."""

@@ -1,0 +1,149 @@
+"""Downloads under abuse, over real HTTP against the real Archive Interface: clients that
+drop or stall mid-stream never wedge the server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import FileEntry, ServerFactory, new_id
+from tests.support.archive_interface import ArchiveInterface
+from tests.support.cartd_server import CartdServer, wait_for_cart
+
+pytestmark = pytest.mark.archive
+
+Store = Callable[..., list[FileEntry]]
+MB = 1_000_000
+#: Seconds any request may take once the abuse is over; a healthy server answers in ms.
+ANSWER_WITHIN = 10.0
+
+
+def order(server: CartdServer, fileids: list[FileEntry], **extra: object) -> str:
+    uid = new_id("dl")
+    response = httpx.post(f"{server.url}/{uid}", json={"fileids": fileids, **extra})
+    assert response.status_code == 201, response.text
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert wait_for_cart(client, uid, timeout=60).headers["X-Pacifica-Status"] == "ready"
+    return uid
+
+
+def open_download(server: CartdServer, uid: str) -> socket.socket:
+    """A raw GET of the cart: the test decides how much of the answer it ever reads."""
+    address = urlsplit(server.url)
+    sock = socket.create_connection((address.hostname or "127.0.0.1", address.port or 80))
+    sock.sendall(f"GET /{uid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def drop(sock: socket.socket, read: int) -> None:
+    """Read about `read` bytes of the answer, then abort the connection (RST)."""
+    sock.settimeout(30)
+    got = 0
+    while got < read:
+        chunk = sock.recv(min(1 << 16, read - got))
+        if not chunk:
+            break
+        got += len(chunk)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+    sock.close()
+
+
+@contextlib.contextmanager
+def stalled(server: CartdServer, uid: str, count: int) -> Iterator[list[socket.socket]]:
+    """Downloads asked for and never read, left open."""
+    sockets = [open_download(server, uid) for _ in range(count)]
+    try:
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def answers(call: Callable[[httpx.Client], httpx.Response], server: CartdServer) -> int:
+    """The status code of one request, which must come within `ANSWER_WITHIN` seconds."""
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as client:
+        try:
+            return call(client).status_code
+        except httpx.TimeoutException:
+            pytest.fail(f"no answer within {ANSWER_WITHIN}s: the server is wedged")
+
+
+def test_dropped_and_stalled_downloads_never_wedge_the_server(
+    archive_interface: ArchiveInterface, cartd_factory: ServerFactory, store_files: Store
+) -> None:
+    # Bigger than the loopback socket buffers, so a stalled client holds a stream open.
+    server = cartd_factory(archive_interface.url, TRANSFER_SIZE="64 KiB")
+    big = order(server, store_files({"d/0.bin": os.urandom(40 * MB)}))
+    small = order(server, store_files({"s.txt": b"small\n" * 100}))
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    # Orders of many files (they fail at once: no checksum to verify against) hold the
+    # write lock over many allocations, so the garbage collector often runs inside it.
+    many = {
+        "fileids": [
+            {"id": "x", "path": f"{n}", "hashtype": "md5", "hashsum": ""} for n in range(300)
+        ]
+    }
+
+    def busy(request: Callable[[httpx.Client], object]) -> None:
+        """Requests that take the write lock, over and over while downloads drop."""
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                while not stop.is_set():
+                    request(client)
+        except BaseException as exc:
+            failures.append(exc)
+
+    requests: list[Callable[[httpx.Client], object]] = [
+        lambda c: c.get(f"/{small}"),
+        lambda c: c.post(f"/{new_id('m')}", json=many),
+    ]
+    helpers = [threading.Thread(target=busy, args=(r,), daemon=True) for r in requests]
+    with stalled(server, big, count=3):
+        for helper in helpers:
+            helper.start()
+        try:
+            for _round in range(12):
+                droppers = [
+                    threading.Thread(
+                        target=drop, args=(open_download(server, big), (index + 1) * MB)
+                    )
+                    for index in range(4)
+                ]
+                for dropper in droppers:
+                    dropper.start()
+                for dropper in droppers:
+                    dropper.join(60)
+        finally:
+            stop.set()
+            for helper in helpers:
+                helper.join(ANSWER_WITHIN * 2)
+
+        assert not failures, failures
+        fileids = store_files({"n.txt": b"new\n"})
+        new = {"fileids": fileids}
+        assert answers(lambda c: c.post(f"/{new_id('dl')}", json=new), server) == 201
+        assert answers(lambda c: c.get(f"/{small}"), server) == 200
+        assert answers(lambda c: c.head(f"/{small}"), server) == 204
+        assert answers(lambda c: c.delete(f"/{small}"), server) == 200
+
+        # Stopped while the stalled downloads still hold their connections open.
+        assert server.process is not None
+        began = time.monotonic()
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(20)
+        except Exception:
+            pytest.fail("SIGTERM did not stop the server within 20s")
+        assert time.monotonic() - began < 20
