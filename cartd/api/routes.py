@@ -171,7 +171,7 @@ def download_cart(
         return PlainTextResponse(exc.message, status_code=202)
     except CartFailed as exc:
         return JSONResponse({"status": 500, "message": exc.message}, status_code=500)
-    last_modified = format_datetime(download.cart.updated_at, usegmt=True)
+    last_modified = format_datetime(download.ready_at, usegmt=True)
     headers = {
         "Content-Disposition": content_disposition(download.filename),
         "Accept-Ranges": "bytes",

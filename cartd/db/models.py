@@ -28,6 +28,9 @@ class CartRow(Base):
     reserved_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: Unix time until which a download is under way; such a cart is never evicted.
     download_lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: When the cart last became ready: its download's identity (ETag, Last-Modified,
+    #: default name), which no later write to the row may change.
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class FileRow(Base):

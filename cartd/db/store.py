@@ -53,6 +53,7 @@ def _cart(row: Row[Any], prefix: str = "") -> Cart:
         bundle_size=value[prefix + "bundle_size"],
         reserved_bytes=value[prefix + "reserved_bytes"],
         download_lease_until=value[prefix + "download_lease_until"],
+        ready_at=_aware(ready_at) if (ready_at := value[prefix + "ready_at"]) else None,
     )
 
 
@@ -194,13 +195,19 @@ class CartStore:
             return _cart(row) if row else None
 
     def move_cart(self, cart_id: int, to: CartStatus, **fields: Any) -> bool:
-        """Change a cart's status if the transition is allowed from where it is now."""
+        """Change a cart's status if the transition is allowed from where it is now.
+
+        The move to READY stamps `ready_at` in the same UPDATE: the download's identity.
+        """
         sources = [status.value for status in cart_sources(to)]
+        stamp = now()
+        if to is CartStatus.READY:
+            fields = {"ready_at": stamp, **fields}
         with self._writing() as connection:
             result = connection.execute(
                 carts.update()
                 .where(carts.c.id == cart_id, carts.c.status.in_(sources))
-                .values(status=to.value, updated_at=now(), **fields)
+                .values(status=to.value, updated_at=stamp, **fields)
             )
             return bool(result.rowcount)
 

@@ -57,13 +57,16 @@ class Download:
     chunk_size: int
 
     @property
+    def ready_at(self) -> datetime:
+        """When the cart became ready: what its bytes are named and tagged after."""
+        return self.cart.ready_at or self.cart.updated_at
+
+    @property
     def etag(self) -> str:
         """A strong validator: the same cart, made ready at the same moment, under the same
         top folder gives the same bytes; anything else gives another tag."""
         top = self.cart.uid if self.bundle_path is not None else self.filename
-        identity = "\0".join(
-            [str(self.cart.id), self.cart.uid, self.cart.updated_at.isoformat(), top]
-        )
+        identity = "\0".join([str(self.cart.id), self.cart.uid, self.ready_at.isoformat(), top])
         digest = hashlib.sha256(f"{identity}\0{self.size}".encode()).hexdigest()
         return f'"{digest[:32]}"'
 
@@ -166,7 +169,8 @@ class CartService:
             raise CartNotReady("The cart is not ready for download.")
         # Named after the moment the cart became ready, not the request's: every GET of
         # the cart then sends the same bytes, so a broken download can be resumed.
-        name = validate_download_name(filename, default_download_name(cart.updated_at))
+        ready_at = cart.ready_at or cart.updated_at
+        name = validate_download_name(filename, default_download_name(ready_at))
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
             try:

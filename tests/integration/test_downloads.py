@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -147,3 +148,32 @@ def test_dropped_and_stalled_downloads_never_wedge_the_server(
         except Exception:
             pytest.fail("SIGTERM did not stop the server within 20s")
         assert time.monotonic() - began < 20
+
+
+def test_a_later_write_to_a_ready_cart_changes_neither_its_etag_nor_its_bytes(
+    archive_interface: ArchiveInterface, cartd_factory: ServerFactory, store_files: Store
+) -> None:
+    server = cartd_factory(archive_interface.url)
+    uid = order(server, store_files({"a/b.txt": b"contents\n" * 1000}))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        first = client.get(f"/{uid}")
+        assert first.status_code == 200
+        # A later write to the cart's row: a download's lease, an admin tool, anything.
+        database = server.workdir / "volume" / "cartd.sqlite3"
+        with sqlite3.connect(database) as connection:
+            changed = connection.execute(
+                "UPDATE carts SET updated_at = '2031-01-02 03:04:05.000000' WHERE uid = ?",
+                (uid,),
+            ).rowcount
+        assert changed == 1
+        again = client.get(f"/{uid}")
+        assert again.status_code == 200
+        for header in ("ETag", "Last-Modified", "Content-Disposition", "Content-Length"):
+            assert again.headers[header] == first.headers[header], header
+        assert again.content == first.content
+        # A resumed download gets the rest of those very bytes.
+        rest = client.get(
+            f"/{uid}", headers={"Range": "bytes=1000-", "If-Range": first.headers["ETag"]}
+        )
+        assert rest.status_code == 206
+        assert rest.content == first.content[1000:]
