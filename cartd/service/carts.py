@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cartd.bundle import Member, iter_tar, tar_size
+from cartd.bundle import LAYOUT_VERSION, Member, UnsafeName, iter_tar, tar_size, top_folder
 from cartd.db.store import CartStore
-from cartd.errors import CartdError, CartNotFound
+from cartd.errors import CartdError, CartNotFound, InvalidRequest
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
@@ -66,7 +66,9 @@ class Download:
         """A strong validator: the same cart, made ready at the same moment, under the same
         top folder gives the same bytes; anything else gives another tag."""
         top = self.cart.uid if self.bundle_path is not None else self.filename
-        identity = "\0".join([str(self.cart.id), self.cart.uid, self.ready_at.isoformat(), top])
+        identity = "\0".join(
+            [LAYOUT_VERSION, str(self.cart.id), self.cart.uid, self.ready_at.isoformat(), top]
+        )
         digest = hashlib.sha256(f"{identity}\0{self.size}".encode()).hexdigest()
         return f'"{digest[:32]}"'
 
@@ -171,6 +173,10 @@ class CartService:
         # the cart then sends the same bytes, so a broken download can be resumed.
         ready_at = cart.ready_at or cart.updated_at
         name = validate_download_name(filename, default_download_name(ready_at))
+        try:
+            top = top_folder(name)
+        except UnsafeName as exc:
+            raise InvalidRequest(f"invalid filename: {exc}") from None
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
             try:
@@ -178,7 +184,6 @@ class CartService:
             except FileNotFoundError:
                 raise CartNotFound(f"No cart with uid {uid} found") from None
             return Download(cart, name, size, path, [], self.chunk_size)
-        top = name[: -len(".tar")] if name.endswith(".tar") and name != ".tar" else name
         members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=top)
         return Download(cart, name, tar_size(members), None, members, self.chunk_size)
 

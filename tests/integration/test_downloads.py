@@ -4,13 +4,17 @@ drop or stall mid-stream never wedge the server."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
 import sqlite3
+import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlsplit
 
 import httpx
@@ -177,3 +181,82 @@ def test_a_later_write_to_a_ready_cart_changes_neither_its_etag_nor_its_bytes(
         )
         assert rest.status_code == 206
         assert rest.content == first.content[1000:]
+
+
+@pytest.mark.parametrize("name", ["...tar", "..tar", "..\\x.tar", "a\\b", "C:x.tar"])
+def test_a_download_name_whose_top_folder_would_escape_is_refused(
+    archive_interface: ArchiveInterface, cartd_factory: ServerFactory, store_files: Store, name: str
+) -> None:
+    server = cartd_factory(archive_interface.url)
+    uid = order(server, store_files({"d/0.bin": b"zero"}))
+    response = httpx.get(f"{server.url}/{uid}", params={"filename": name})
+    assert response.status_code == 400, response.headers
+    assert response.headers["Content-Type"] == "application/json"
+    assert "filename" in response.json()["message"]
+
+
+def inside(top: str, name: str) -> bool:
+    """Whether a member name stays in the top folder for POSIX and Windows extractors."""
+    for path in (PurePosixPath(name), PureWindowsPath(name)):
+        if path.is_absolute() or path.drive or path.anchor:
+            return False
+        if path.parts[0] != top or any(part in {"", ".", ".."} for part in path.parts):
+            return False
+        if any(len(part.encode()) > 255 for part in path.parts):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("bundle", [False, True])
+def test_every_member_stays_inside_its_top_folder_for_every_extractor(
+    archive_interface: ArchiveInterface,
+    cartd_factory: ServerFactory,
+    store_files: Store,
+    tmp_path: Path,
+    bundle: bool,
+) -> None:
+    server = cartd_factory(archive_interface.url)
+    long = "\u00e9" * 200  # 400 bytes: more than a file name may hold
+    files = {
+        "d/0.bin": b"zero",
+        "..\\..\\evil.txt": b"a backslash is no separator",
+        "x\\..\\..\\y.txt": b"nor here",
+        f"{long}/{long}.txt": b"long",
+        f"{long}/{long}.bin": b"long too",
+        "\u65e5\u672c/caf\u00e9.txt": b"utf-8",
+    }
+    uid = order(server, store_files(files), bundle=bundle)
+    response = httpx.get(f"{server.url}/{uid}", params={"filename": "my data.tar"}, timeout=30)
+    assert response.status_code == 200
+    top = uid if bundle else "my data"
+    work = tmp_path / "extract"  # nothing but what the test puts there
+    work.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:") as tar:
+        names = tar.getnames()
+        assert names[0] == top
+        outside = [name for name in names if not inside(top, name)]
+        assert not outside
+        assert len(set(names)) == len(names)
+        contents = sorted(
+            handle.read()
+            for info in tar.getmembers()
+            if info.isfile() and (handle := tar.extractfile(info)) is not None
+        )
+        assert contents == sorted(files.values())
+
+        python = work / "python"
+        tar.extractall(python, filter="data")
+    gnu = work / "gnu"
+    gnu.mkdir()
+    archive = work / "cart.tar"
+    archive.write_bytes(response.content)
+    listed = subprocess.run(
+        ["tar", "-tf", str(archive)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
+    assert [name.rstrip("/") for name in listed] == names
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(gnu)], check=True, timeout=60)
+    for root in (python, gnu):
+        extracted = sorted(path.read_bytes() for path in root.rglob("*") if path.is_file())
+        assert extracted == sorted(files.values())
+        assert [path.name for path in root.iterdir()] == [top]
+    assert sorted(path.name for path in work.iterdir()) == ["cart.tar", "gnu", "python"]
