@@ -28,8 +28,20 @@ class UnsafeName(ValueError):
     """A name that would not stay inside the tar's top folder for some extractor."""
 
 
+#: Seconds a file's modification time may differ from the one recorded when it was
+#: verified: filesystems that keep whole seconds must not make every file look changed,
+#: while a write in place sets it to the moment of the write.
+MTIME_TOLERANCE = 1.0
+
+
 class SourceChanged(Exception):
-    """A staged file is gone or not the size it was verified at: the stream must stop."""
+    """A staged file is gone or no longer the one verified: the stream must stop."""
+
+
+def unchanged(stat: os.stat_result, size: int, mtime: float) -> bool:
+    """A cheap check that a file is still the one verified at `size` bytes with the
+    modification time `mtime` (which the pipeline gave it before moving it into place)."""
+    return stat.st_size == size and abs(stat.st_mtime_ns / 1e9 - mtime) <= MTIME_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class Member:
     size: int
     source: Path | None  # None for a folder
     header: bytes
+    mtime: float = 0.0  # of the source when it was verified
 
     @property
     def length(self) -> int:
@@ -133,7 +146,7 @@ def layout(top: str, entries: Iterable[Entry], folder_mtime: float) -> list[Memb
                 members.append(Member(folder, 0, None, header))
         name = "/".join([top, *parts])
         header = _header(name, size=entry.size, mtime=entry.mtime, folder=False)
-        members.append(Member(name, entry.size, entry.source, header))
+        members.append(Member(name, entry.size, entry.source, header, entry.mtime))
     return members
 
 
@@ -142,21 +155,26 @@ def tar_size(members: Iterable[Member]) -> int:
 
 
 def _content(member: Member, chunk_size: int, offset: int, length: int) -> Iterator[bytes]:
-    """`length` bytes of a member's file from `offset`, checked against its verified size."""
+    """`length` bytes of a member's file from `offset`, checked against its verified size
+    and modification time when opened and after every read, so that bytes written in
+    place meanwhile are never sent."""
     assert member.source is not None
     try:
         handle = member.source.open("rb")
     except OSError as exc:
         raise SourceChanged(f"{member.name}: {exc.strerror}") from exc
     with handle:
-        if os.fstat(handle.fileno()).st_size != member.size:
-            raise SourceChanged(f"{member.name}: not the size it was verified at")
+        descriptor = handle.fileno()
+        if not unchanged(os.fstat(descriptor), member.size, member.mtime):
+            raise SourceChanged(f"{member.name}: not the file verified")
         handle.seek(offset)
         remaining = length
         while remaining > 0:
             chunk = handle.read(min(chunk_size, remaining))
             if not chunk:
                 raise SourceChanged(f"{member.name}: shorter than verified")
+            if not unchanged(os.fstat(descriptor), member.size, member.mtime):
+                raise SourceChanged(f"{member.name}: changed while read")
             remaining -= len(chunk)
             yield chunk
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from email.utils import format_datetime
 
 from fastapi import APIRouter, Request, Response
@@ -17,9 +18,11 @@ from cartd.api.headers import (
     validator_holds,
 )
 from cartd.api.views import CartView, Message, cart_view, error
+from cartd.bundle import SourceChanged
 from cartd.errors import CartdError, CartNotFound
 from cartd.service.carts import CartFailed, CartNotReady, CartService, Stream
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 UP = "Pacifica Cartd Interface Up and Running"
@@ -29,7 +32,8 @@ GONE = "The cart does not exist or has already been deleted"
 class _DownloadResponse(StreamingResponse):
     """Streams a download and closes it when the response ends however it ends (sent, the
     client gone, the server stopping), here rather than whenever the garbage collector
-    gets to the abandoned stream."""
+    gets to the abandoned stream. A file found changed under the stream cuts it: the
+    client sees a short body, never a wrong byte (the cart is already being repaired)."""
 
     def __init__(self, stream: Stream, status_code: int, headers: dict[str, str]) -> None:
         super().__init__(stream, status_code, headers, media_type="application/octet-stream")
@@ -38,6 +42,8 @@ class _DownloadResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except* SourceChanged as cut:
+            log.warning("download of %s cut: %s", scope.get("path"), cut.exceptions[0])
         finally:
             self._stream.close()
 

@@ -5,12 +5,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Generator
+import os
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cartd.bundle import LAYOUT_VERSION, Member, UnsafeName, iter_tar, tar_size, top_folder
+from cartd.bundle import (
+    LAYOUT_VERSION,
+    MTIME_TOLERANCE,
+    Member,
+    SourceChanged,
+    UnsafeName,
+    iter_tar,
+    tar_size,
+    top_folder,
+    unchanged,
+)
 from cartd.db.store import CartStore
 from cartd.errors import CartdError, CartNotFound, InvalidRequest
 from cartd.observability.logs import for_cart
@@ -79,12 +90,28 @@ class Download:
             yield from iter_tar(self.members, self.chunk_size, start, end)
             return
         # Opened once: a bundle deleted meanwhile is still read whole from its open file.
-        with self.bundle_path.open("rb") as handle:
+        try:
+            handle = self.bundle_path.open("rb")
+        except OSError as exc:
+            raise SourceChanged(f"the bundle: {exc.strerror}") from exc
+        with handle:
+            descriptor = handle.fileno()
             handle.seek(start)
             remaining = end - start
-            while remaining > 0 and (chunk := handle.read(min(self.chunk_size, remaining))):
+            while remaining > 0:
+                chunk = handle.read(min(self.chunk_size, remaining))
+                # Checked after the read: bytes written in place meanwhile are never sent.
+                if not chunk or not bundle_unchanged(os.fstat(descriptor), self.cart):
+                    raise SourceChanged("the bundle is no longer the one written")
                 remaining -= len(chunk)
                 yield chunk
+
+
+def bundle_unchanged(stat: os.stat_result, cart: Cart) -> bool:
+    """A bundle is written just before its cart becomes ready and never again: one of
+    another size, or written since, is not the one made."""
+    ready_at = (cart.ready_at or cart.updated_at).timestamp()
+    return stat.st_size == cart.bundle_size and stat.st_mtime <= ready_at + MTIME_TOLERANCE
 
 
 class Stream:
@@ -92,10 +119,13 @@ class Stream:
     closed, or collected. Ending does no database work, so it is safe wherever the garbage
     collector happens to finalise an abandoned download (see `cartd.service.leases`)."""
 
-    def __init__(self, chunks: Chunks, lease: Lease, metrics: Metrics) -> None:
+    def __init__(
+        self, chunks: Chunks, lease: Lease, metrics: Metrics, damaged: Callable[[], None]
+    ) -> None:
         self._chunks = chunks
         self._lease = lease
         self._metrics = metrics
+        self._damaged = damaged
 
     def __iter__(self) -> Stream:
         return self
@@ -103,6 +133,10 @@ class Stream:
     def __next__(self) -> bytes:
         try:
             chunk = next(self._chunks)
+        except SourceChanged:
+            self.close()
+            self._damaged()  # while reading, never from a finaliser: it may write
+            raise
         except BaseException:
             self.close()
             raise
@@ -177,22 +211,76 @@ class CartService:
             top = top_folder(name)
         except UnsafeName as exc:
             raise InvalidRequest(f"invalid filename: {exc}") from None
+        files = self.store.files_of(cart.id)
+        if self._repair(cart, files):
+            if self.store.latest_cart(uid) is None:
+                raise CartNotFound(f"No cart with uid {uid} found")  # deleted meanwhile
+            raise CartNotReady("The cart is not ready for download.")
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise CartNotFound(f"No cart with uid {uid} found") from None
-            return Download(cart, name, size, path, [], self.chunk_size)
-        members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=top)
+            return Download(cart, name, cart.bundle_size or 0, path, [], self.chunk_size)
+        members = cart_members(cart, files, self.volume, top=top)
         return Download(cart, name, tar_size(members), None, members, self.chunk_size)
+
+    def _repair(self, cart: Cart, files: list[CartFile] | None = None) -> bool:
+        """Check a ready cart's copy on the volume; send what is no longer the verified
+        bytes back to staging. True when the cart cannot be served as it stands.
+
+        A streamed cart is its staged files; a bundled one its bundle, and only when that
+        is bad are the files it is remade from looked at. Each check is a `stat`: size and
+        modification time as recorded when verified (an in-place write changes the latter).
+        """
+        files = self.store.files_of(cart.id) if files is None else files
+        bundle_bad = False
+        if cart.bundle:
+            try:
+                bundle_bad = not bundle_unchanged(self.volume.bundle_path(cart.id).stat(), cart)
+            except FileNotFoundError:
+                bundle_bad = True
+            if not bundle_bad:
+                return False
+        bad = [file.id for file in files if not self._intact(cart, file)]
+        if not bad and not bundle_bad:
+            return False
+        if not self.store.restage(cart.id, bad):
+            return True  # no longer ready: another request saw it first, or it is gone
+        for file_id in bad:
+            self.volume.file_path(cart.id, file_id).unlink(missing_ok=True)
+        if cart.bundle:
+            self.volume.bundle_path(cart.id).unlink(missing_ok=True)
+        for_cart(log, cart.uid).warning(
+            "the volume's copy changed (%d files%s): staging it again",
+            len(bad),
+            ", the bundle" if bundle_bad else "",
+        )
+        for file_id in bad:
+            self.runner.submit_file(file_id)
+        if not bad:
+            self.runner.submit_finish(cart.id)  # the files are sound: remake the bundle
+        return True
+
+    def _intact(self, cart: Cart, file: CartFile) -> bool:
+        try:
+            stat = self.volume.file_path(cart.id, file.id).stat()
+        except FileNotFoundError:
+            return False
+        return unchanged(stat, file.size or 0, file.mtime or 0.0)
+
+    def _damaged(self, cart_id: int) -> None:
+        """A download was cut because a file changed under it: repair the cart."""
+        cart = self.store.get_cart(cart_id)
+        if cart is not None and cart.status is CartStatus.READY:
+            self._repair(cart)
 
     def stream(self, download: Download, start: int = 0, end: int | None = None) -> Stream:
         """The download's bytes from `start` to `end`, its cart leased against eviction
         from now until the stream ends. The lease ends with the last download of the cart
         in this process; the download counts as the cart's last use."""
-        lease = self.leases.begin(download.cart.id)
-        return Stream(download.chunks(start, end), lease, self.metrics)
+        cart_id = download.cart.id
+        lease = self.leases.begin(cart_id)
+        return Stream(
+            download.chunks(start, end), lease, self.metrics, lambda: self._damaged(cart_id)
+        )
 
     def close(self) -> None:
         """End this process's download leases."""

@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import FileEntry, ServerFactory, new_id
+from tests.conftest import FileEntry, ServerFactory, entry, new_id
 from tests.support.archive_interface import ArchiveInterface
 from tests.support.cartd_server import CartdServer, wait_for_cart
+from tests.support.fault_archive import FaultArchive, Faults
 
 pytestmark = pytest.mark.archive
 
@@ -260,3 +261,113 @@ def test_every_member_stays_inside_its_top_folder_for_every_extractor(
         assert extracted == sorted(files.values())
         assert [path.name for path in root.iterdir()] == [top]
     assert sorted(path.name for path in work.iterdir()) == ["cart.tar", "gnu", "python"]
+
+
+def cart_files(server: CartdServer) -> dict[bytes, Path]:
+    """The staged files of the server's only cart, by their contents."""
+    [cart] = (server.workdir / "volume" / "carts").iterdir()
+    return {path.read_bytes(): path for path in (cart / "files").iterdir()}
+
+
+def tar_contents(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return {
+            info.name.split("/", 1)[1]: handle.read()
+            for info in tar.getmembers()
+            if info.isfile() and (handle := tar.extractfile(info)) is not None
+        }
+
+
+def test_a_damaged_volume_copy_is_staged_again_never_served(
+    archive_interface: ArchiveInterface, cartd_factory: ServerFactory, store_files: Store
+) -> None:
+    server = cartd_factory(archive_interface.url)
+    files = {name: os.urandom(50_000) for name in ("a.bin", "b.bin", "c.bin", "d.bin")}
+    uid = order(server, store_files(files))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        first = client.get(f"/{uid}")
+        assert tar_contents(first.content) == files
+        staged = cart_files(server)
+        staged[files["a.bin"]].write_bytes(bytes(50_000))  # in place: same size, other bytes
+        with staged[files["b.bin"]].open("r+b") as handle:
+            handle.truncate(20_000)
+        staged[files["c.bin"]].unlink()
+
+        refused = client.get(f"/{uid}")
+        assert refused.status_code == 202
+        assert refused.text == "The cart is not ready for download."
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        again = client.get(f"/{uid}")
+        assert again.status_code == 200
+        assert tar_contents(again.content) == files
+        assert again.headers["ETag"] != first.headers["ETag"], "made ready anew"
+
+
+def test_a_bundled_cart_whose_bundle_is_cut_short_is_bundled_again(
+    archive_interface: ArchiveInterface, cartd_factory: ServerFactory, store_files: Store
+) -> None:
+    server = cartd_factory(archive_interface.url)
+    files = {"x/a.bin": os.urandom(30_000), "b.bin": os.urandom(30_000)}
+    uid = order(server, store_files(files), bundle=True)
+    [cart] = (server.workdir / "volume" / "carts").iterdir()
+    bundle = cart / "bundle.tar"
+    with bundle.open("r+b") as handle:
+        handle.truncate(bundle.stat().st_size // 2)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get(f"/{uid}").status_code == 202
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        again = client.get(f"/{uid}")
+        assert again.status_code == 200
+        assert tar_contents(again.content) == files
+
+
+def test_head_says_staging_while_a_damaged_file_is_pulled_again(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url)
+    file_id, data = new_id(), os.urandom(10_000)
+    # The second pull (the repair) stalls a while, so the cart is seen staging meanwhile.
+    fault_archive.add(
+        file_id, data, mtime=time.time() - 86400, faults=Faults(delay_first=2, delay_seconds=2)
+    )
+    uid = order(server, [entry(file_id, data, "f.bin")])
+    cart_files(server)[data].write_bytes(bytes(len(data)))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get(f"/{uid}").status_code == 202
+        head = client.head(f"/{uid}")
+        assert head.status_code == 204
+        assert head.headers["X-Pacifica-Status"] == "staging"
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        assert tar_contents(client.get(f"/{uid}").content) == {"f.bin": data}
+
+
+def drain(chunks: Iterator[bytes], into: bytearray) -> None:
+    """Keep every byte that comes, up to where the stream breaks off."""
+    for chunk in chunks:
+        into += chunk
+
+
+def test_a_file_changed_after_the_headers_were_sent_cuts_the_stream(
+    archive_interface: ArchiveInterface, cartd_factory: ServerFactory, store_files: Store
+) -> None:
+    # The first file is bigger than the socket buffers: the server is still sending it
+    # when the second is changed.
+    server = cartd_factory(archive_interface.url, TRANSFER_SIZE="64 KiB")
+    files = {"1.bin": os.urandom(40 * MB), "2.bin": os.urandom(100_000)}
+    uid = order(server, store_files(files))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        whole = client.get(f"/{uid}").content
+        received = bytearray()
+        with client.stream("GET", f"/{uid}") as response:
+            assert response.status_code == 200
+            chunks = response.iter_raw(64 * 1024)
+            received += next(chunks)
+            second = cart_files(server)[files["2.bin"]]
+            with second.open("r+b") as handle:  # in place, size kept
+                handle.write(b"X" * 1000)
+            with pytest.raises(httpx.RemoteProtocolError):
+                drain(chunks, received)
+        assert len(received) < len(whole)
+        assert whole.startswith(bytes(received)), "never a wrong byte"
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        assert tar_contents(client.get(f"/{uid}").content) == files

@@ -4,6 +4,7 @@ pacifica-downloader, which reads with mode 'r|') accepts, and no wrong byte sent
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,14 @@ EXPECTED_NAMES = [
 
 
 def stage(root: Path, files: tuple[Staged, ...] = FILES) -> list[Entry]:
-    """Write each file under a flat staging name, as the volume keeps them."""
+    """Write each file under a flat staging name with the archive's modification time, as
+    the volume keeps them."""
     root.mkdir(parents=True, exist_ok=True)
     entries = []
     for number, staged in enumerate(files):
         source = root / f"staged-{number}"
         source.write_bytes(staged.content)
+        os.utime(source, (staged.mtime, staged.mtime))
         entries.append(Entry(staged.path, len(staged.content), staged.mtime, source))
     return entries
 
@@ -179,6 +182,29 @@ def test_source_emptied_raises_source_changed(tmp_path: Path) -> None:
     entries[5].source.write_bytes(b"")
     with pytest.raises(SourceChanged):
         list(iter_tar(members, 1 << 20))
+
+
+def test_a_source_rewritten_in_place_at_its_size_raises_source_changed(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    nested = entries[1].source
+    nested.write_bytes(bytes(len(nested.read_bytes())))  # same size, other bytes, mtime now
+    with pytest.raises(SourceChanged):
+        b"".join(iter_tar(members, 7))
+
+
+def test_a_source_changed_while_it_is_read_stops_before_its_next_chunk(tmp_path: Path) -> None:
+    big = Staged("big.bin", b"b" * 10_000, 1_600_000_000)
+    entries = stage(tmp_path, (big,))
+    members = layout(TOP, entries, FOLDER_MTIME)
+    chunks = iter_tar(members, 1024)
+    sent = next(chunks) + next(chunks)
+    with entries[0].source.open("r+b") as handle:  # written in place, size kept
+        handle.seek(5_000)
+        handle.write(b"X" * 100)
+    with pytest.raises(SourceChanged):
+        sent += b"".join(chunks)
+    assert b"X" not in sent
 
 
 @pytest.mark.parametrize("index", [0, 4], ids=["file", "empty-file"])
