@@ -7,7 +7,9 @@ files or written once to the volume.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -15,10 +17,31 @@ from pathlib import Path
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+#: Part of every download's ETag: a change of how paths become member names changes it.
+LAYOUT_VERSION = "2"
+#: Most bytes one file name may have on common filesystems (NAME_MAX).
+NAME_MAX = 255
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+class UnsafeName(ValueError):
+    """A name that would not stay inside the tar's top folder for some extractor."""
+
+
+#: Seconds a file's modification time may differ from the one recorded when it was
+#: verified: filesystems that keep whole seconds must not make every file look changed,
+#: while a write in place sets it to the moment of the write.
+MTIME_TOLERANCE = 1.0
 
 
 class SourceChanged(Exception):
-    """A staged file is gone or not the size it was verified at: the stream must stop."""
+    """A staged file is gone or no longer the one verified: the stream must stop."""
+
+
+def unchanged(stat: os.stat_result, size: int, mtime: float) -> bool:
+    """A cheap check that a file is still the one verified at `size` bytes with the
+    modification time `mtime` (which the pipeline gave it before moving it into place)."""
+    return stat.st_size == size and abs(stat.st_mtime_ns / 1e9 - mtime) <= MTIME_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,7 @@ class Member:
     size: int
     source: Path | None  # None for a folder
     header: bytes
+    mtime: float = 0.0  # of the source when it was verified
 
     @property
     def length(self) -> int:
@@ -57,21 +81,72 @@ def _header(name: str, *, size: int, mtime: float, folder: bool) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
 
 
+def top_folder(name: str) -> str:
+    """The tar's top folder for a download named `name`: the name without its `.tar`
+    ending. Raises `UnsafeName` for one an extractor would not keep as one folder of the
+    place it extracts into."""
+    top = name[: -len(".tar")] if name.endswith(".tar") and name != ".tar" else name
+    if top in {"", ".", ".."}:
+        raise UnsafeName(f"{name!r} would make the tar's top folder {top!r}")
+    if "/" in top or "\\" in top:
+        raise UnsafeName("'/' and '\\' separate folders for some extractors")
+    if _DRIVE.match(top):
+        raise UnsafeName("a name starting with a drive letter ('C:') is absolute on Windows")
+    if len(top.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        raise UnsafeName(f"the top folder would be longer than {NAME_MAX} bytes")
+    return top
+
+
+def member_path(path: str) -> str:
+    """A file's path below the top folder as every extractor will read it.
+
+    An order's path has no empty, `.` or `..` segment (they are refused before it is
+    stored), and is raised here if it ever did. A backslash, an ordinary character for
+    POSIX but a separator for Windows extractors, becomes `_`; a segment longer than a
+    file name may be is shortened, keeping its extension, with a digest of the whole
+    segment so that two long names stay apart.
+    """
+    parts = path.split("/")
+    if any(part in {"", ".", ".."} for part in parts):
+        raise UnsafeName(f"{path!r} has an empty, '.' or '..' segment")
+    return "/".join(_segment(part.replace("\\", "_")) for part in parts)
+
+
+def _segment(part: str) -> str:
+    encoded = part.encode("utf-8", "surrogatepass")
+    if len(encoded) <= NAME_MAX:
+        return part
+    stem, dot, extension = part.rpartition(".")
+    keep = f".{extension}" if dot and stem and len(extension.encode()) <= 16 else ""
+    suffix = f"~{hashlib.sha256(encoded).hexdigest()[:16]}{keep}"
+    room = NAME_MAX - len(suffix.encode("utf-8", "surrogatepass"))
+    head, size = [], 0
+    for character in part:
+        size += len(character.encode("utf-8", "surrogatepass"))
+        if size > room:
+            break
+        head.append(character)
+    return "".join(head) + suffix
+
+
 def layout(top: str, entries: Iterable[Entry], folder_mtime: float) -> list[Member]:
-    """Members in order: each folder before what it holds, files in the order given."""
+    """Members in order: each folder before what it holds, files in the order given.
+
+    Every member name is `top` or below it, whatever the entries' paths (`member_path`).
+    """
     members = [Member(top, 0, None, _header(top, size=0, mtime=folder_mtime, folder=True))]
     folders = {top}
     for entry in entries:
-        parts = entry.path.split("/")
+        parts = member_path(entry.path).split("/")
         for depth in range(1, len(parts)):
             folder = "/".join([top, *parts[:depth]])
             if folder not in folders:
                 folders.add(folder)
                 header = _header(folder, size=0, mtime=folder_mtime, folder=True)
                 members.append(Member(folder, 0, None, header))
-        name = f"{top}/{entry.path}"
+        name = "/".join([top, *parts])
         header = _header(name, size=entry.size, mtime=entry.mtime, folder=False)
-        members.append(Member(name, entry.size, entry.source, header))
+        members.append(Member(name, entry.size, entry.source, header, entry.mtime))
     return members
 
 
@@ -80,21 +155,26 @@ def tar_size(members: Iterable[Member]) -> int:
 
 
 def _content(member: Member, chunk_size: int, offset: int, length: int) -> Iterator[bytes]:
-    """`length` bytes of a member's file from `offset`, checked against its verified size."""
+    """`length` bytes of a member's file from `offset`, checked against its verified size
+    and modification time when opened and after every read, so that bytes written in
+    place meanwhile are never sent."""
     assert member.source is not None
     try:
         handle = member.source.open("rb")
     except OSError as exc:
         raise SourceChanged(f"{member.name}: {exc.strerror}") from exc
     with handle:
-        if os.fstat(handle.fileno()).st_size != member.size:
-            raise SourceChanged(f"{member.name}: not the size it was verified at")
+        descriptor = handle.fileno()
+        if not unchanged(os.fstat(descriptor), member.size, member.mtime):
+            raise SourceChanged(f"{member.name}: not the file verified")
         handle.seek(offset)
         remaining = length
         while remaining > 0:
             chunk = handle.read(min(chunk_size, remaining))
             if not chunk:
                 raise SourceChanged(f"{member.name}: shorter than verified")
+            if not unchanged(os.fstat(descriptor), member.size, member.mtime):
+                raise SourceChanged(f"{member.name}: changed while read")
             remaining -= len(chunk)
             yield chunk
 

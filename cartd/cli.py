@@ -16,6 +16,11 @@ from cartd.service.admin import AdminService, parse_time_ago
 
 log = logging.getLogger("cartd")
 
+#: Seconds a stopping server lets responses under way finish before it cuts them: a
+#: download whose client stalled would otherwise hold the process forever. A cut
+#: download resumes with a Range request.
+SHUTDOWN_GRACE = 5
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
@@ -35,6 +40,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level.lower(),
         log_config=None,  # uvicorn's lines go through cartd's formatter too
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return 0
 

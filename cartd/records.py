@@ -38,6 +38,7 @@ class Cart:
     bundle_size: int | None
     reserved_bytes: int | None = None
     download_lease_until: float | None = None
+    ready_at: datetime | None = None  # when it last became ready
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class Runtime:
 
     def close(self) -> None:
         self.runner.stop()
+        self.carts.close()
         self.archive.close()
         self.engine.dispose()
 

@@ -43,7 +43,8 @@ CART_TRANSITIONS: dict[CartStatus, frozenset[CartStatus]] = {
     ),
     CartStatus.STAGING: frozenset({CartStatus.BUNDLING, CartStatus.ERROR, CartStatus.DELETED}),
     CartStatus.BUNDLING: frozenset({CartStatus.READY, CartStatus.ERROR, CartStatus.DELETED}),
-    CartStatus.READY: frozenset({CartStatus.DELETED}),
+    # A ready cart whose volume copy went bad is made again (`CartService` finds it).
+    CartStatus.READY: frozenset({CartStatus.STAGING, CartStatus.DELETED}),
     CartStatus.ERROR: frozenset({CartStatus.STAGING, CartStatus.DELETED}),
     CartStatus.DELETED: frozenset(),
 }
@@ -51,7 +52,8 @@ CART_TRANSITIONS: dict[CartStatus, frozenset[CartStatus]] = {
 FILE_TRANSITIONS: dict[FileStatus, frozenset[FileStatus]] = {
     FileStatus.WAITING: frozenset({FileStatus.STAGING, FileStatus.STAGED, FileStatus.ERROR}),
     FileStatus.STAGING: frozenset({FileStatus.STAGED, FileStatus.ERROR, FileStatus.WAITING}),
-    FileStatus.STAGED: frozenset(),
+    # A staged file found changed on the volume is pulled again.
+    FileStatus.STAGED: frozenset({FileStatus.WAITING}),
     FileStatus.ERROR: frozenset({FileStatus.WAITING}),
 }
 

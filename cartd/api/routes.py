@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from email.utils import format_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from cartd.api.headers import (
     RangeNotSatisfiable,
@@ -17,14 +19,35 @@ from cartd.api.headers import (
     validator_holds,
 )
 from cartd.api.views import CartView, Message, cart_view, error
+from cartd.bundle import SourceChanged
 from cartd.errors import CartdError, CartNotFound, PayloadTooLarge
 from cartd.schemas import NAME_MAX_BYTES, NAME_PATTERN, UID_PATTERN
-from cartd.service.carts import CartFailed, CartNotReady, CartService
+from cartd.service.carts import CartFailed, CartNotReady, CartService, Stream
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 UP = "Pacifica Cartd Interface Up and Running"
 GONE = "The cart does not exist or has already been deleted"
+
+
+class _DownloadResponse(StreamingResponse):
+    """Streams a download and closes it when the response ends however it ends (sent, the
+    client gone, the server stopping), here rather than whenever the garbage collector
+    gets to the abandoned stream. A file found changed under the stream cuts it: the
+    client sees a short body, never a wrong byte (the cart is already being repaired)."""
+
+    def __init__(self, stream: Stream, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(stream, status_code, headers, media_type="application/octet-stream")
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except* SourceChanged as cut:
+            log.warning("download of %s cut: %s", scope.get("path"), cut.exceptions[0])
+        finally:
+            self._stream.close()
 
 
 def _carts(request: Request) -> CartService:
@@ -230,7 +253,7 @@ def download_cart(
         return PlainTextResponse(exc.message, status_code=202)
     except CartFailed as exc:
         return JSONResponse({"status": 500, "message": exc.message}, status_code=500)
-    last_modified = format_datetime(download.cart.updated_at, usegmt=True)
+    last_modified = format_datetime(download.ready_at, usegmt=True)
     headers = {
         "Content-Disposition": content_disposition(download.filename),
         "Accept-Ranges": "bytes",
@@ -252,12 +275,7 @@ def download_cart(
     headers["Content-Length"] = str(end - start)
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{download.size}"
-    return StreamingResponse(
-        _carts(request).stream(download, start, end),
-        status_code=status,
-        media_type="application/octet-stream",
-        headers=headers,
-    )
+    return _DownloadResponse(_carts(request).stream(download, start, end), status, headers)
 
 
 @router.delete(

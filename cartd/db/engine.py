@@ -71,6 +71,19 @@ def _sqlite_begin(connection: Any) -> None:
 _WRITE_LOCKS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
 
 
+class WriteReentered(RuntimeError):
+    """A thread asked to write while it already has a write transaction open.
+
+    On SQLite that would wait forever on this process's own write lock (and on a server,
+    possibly on its own row locks), so it is refused at once: it is always a bug, most
+    likely a finaliser that ran in the middle of a write.
+    """
+
+
+#: The engines the current thread has a write transaction open on.
+_WRITING = threading.local()
+
+
 class Writer:
     """Opens transactions that will write.
 
@@ -79,16 +92,29 @@ class Writer:
     trying again, so four workers committing verified files at once spent longer
     asleep than writing; a queued thread starts the moment the previous commit ends.
     Another process (an admin command) still meets SQLite's busy timeout.
+
+    A thread that already writes gets `WriteReentered` instead of a second transaction:
+    the lock is not reentrant, and silently nesting would deadlock.
     """
 
     def __init__(self, engine: Engine) -> None:
+        self._key = id(engine)
         self._engine = engine.execution_options(**{WRITES: True})
         self._lock: AbstractContextManager[object] = _WRITE_LOCKS.get(engine) or nullcontext()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        with self._lock, self._engine.begin() as connection:
-            yield connection
+        writing: set[int] | None = getattr(_WRITING, "engines", None)
+        if writing is None:
+            writing = _WRITING.engines = set()
+        if self._key in writing:
+            raise WriteReentered("this thread already has a write transaction open")
+        writing.add(self._key)
+        try:
+            with self._lock, self._engine.begin() as connection:
+                yield connection
+        finally:
+            writing.discard(self._key)
 
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:

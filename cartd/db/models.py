@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Double, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,7 +27,11 @@ class CartRow(Base):
     #: Bytes of the volume this cart holds for itself; NULL until granted.
     reserved_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: Unix time until which a download is under way; such a cart is never evicted.
-    download_lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: (Unix times are DOUBLE: MySQL's FLOAT is single precision, 128 s apart today.)
+    download_lease_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: When the cart last became ready: its download's identity (ETag, Last-Modified,
+    #: default name), which no later write to the row may change.
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class FileRow(Base):
@@ -41,10 +45,10 @@ class FileRow(Base):
     hashsum: Mapped[str] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(16), index=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    mtime: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mtime: Mapped[float | None] = mapped_column(Double, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     polls: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    next_attempt_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Columns added by later migrations come last, where ALTER TABLE puts them.

@@ -53,6 +53,7 @@ def _cart(row: Row[Any], prefix: str = "") -> Cart:
         bundle_size=value[prefix + "bundle_size"],
         reserved_bytes=value[prefix + "reserved_bytes"],
         download_lease_until=value[prefix + "download_lease_until"],
+        ready_at=_aware(ready_at) if (ready_at := value[prefix + "ready_at"]) else None,
     )
 
 
@@ -203,13 +204,19 @@ class CartStore:
             )
 
     def move_cart(self, cart_id: int, to: CartStatus, **fields: Any) -> bool:
-        """Change a cart's status if the transition is allowed from where it is now."""
+        """Change a cart's status if the transition is allowed from where it is now.
+
+        The move to READY stamps `ready_at` in the same UPDATE: the download's identity.
+        """
         sources = [status.value for status in cart_sources(to)]
+        stamp = now()
+        if to is CartStatus.READY:
+            fields = {"ready_at": stamp, **fields}
         with self._writing() as connection:
             result = connection.execute(
                 carts.update()
                 .where(carts.c.id == cart_id, carts.c.status.in_(sources))
-                .values(status=to.value, updated_at=now(), **fields)
+                .values(status=to.value, updated_at=stamp, **fields)
             )
             return bool(result.rowcount)
 
@@ -423,6 +430,47 @@ class CartStore:
                 .order_by(carts.c.id)
             )
             return [_cart(row) for row in rows]
+
+    def restage(self, cart_id: int, file_ids: Sequence[int]) -> bool:
+        """Send a ready cart back to staging for files found bad on the volume, in one
+        transaction: the cart READY -> STAGING, those files STAGED -> WAITING (asked
+        about afresh). False, changing nothing, when the cart is no longer ready (another
+        request got there first, or it was deleted)."""
+        cart_from = [status.value for status in cart_sources(CartStatus.STAGING)]
+        file_from = [status.value for status in file_sources(FileStatus.WAITING)]
+        stamp = now()
+        with self._writing() as connection:
+            moved = connection.execute(
+                carts.update()
+                .where(
+                    carts.c.id == cart_id,
+                    carts.c.status == CartStatus.READY.value,
+                    carts.c.status.in_(cart_from),
+                )
+                .values(status=CartStatus.STAGING.value, ready_at=None, updated_at=stamp)
+            )
+            if not moved.rowcount:
+                return False
+            if file_ids:
+                connection.execute(
+                    files.update()
+                    .where(
+                        files.c.cart_id == cart_id,
+                        files.c.id.in_(list(file_ids)),
+                        files.c.status == FileStatus.STAGED.value,
+                        files.c.status.in_(file_from),
+                    )
+                    .values(
+                        status=FileStatus.WAITING.value,
+                        on_disk=None,
+                        attempts=0,
+                        polls=0,
+                        error=None,
+                        next_attempt_at=None,
+                        updated_at=stamp,
+                    )
+                )
+            return True
 
     def lease_download(self, cart_id: int, until: float | None) -> None:
         """Mark a download under way until `until` (None: over), so eviction leaves the cart

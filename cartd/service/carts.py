@@ -2,33 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import threading
-import time
-from collections import Counter
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cartd.bundle import Member, iter_tar, tar_size
+from cartd.bundle import (
+    LAYOUT_VERSION,
+    MTIME_TOLERANCE,
+    Member,
+    SourceChanged,
+    UnsafeName,
+    iter_tar,
+    tar_size,
+    top_folder,
+    unchanged,
+)
 from cartd.db.store import CartStore
-from cartd.errors import CartdError, CartNotFound
+from cartd.errors import CartdError, CartNotFound, InvalidRequest
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
+from cartd.service.leases import DownloadLeases, Lease
 from cartd.status import CartStatus
 from cartd.storage import Volume
 from cartd.workers.base import Runner
 
 log = logging.getLogger(__name__)
 
-#: Seconds a download keeps its cart from eviction; renewed while bytes flow.
-DOWNLOAD_LEASE = 60.0
+Chunks = Generator[bytes, None, None]
 
 
 class CartNotReady(CartdError):
@@ -59,29 +68,91 @@ class Download:
     chunk_size: int
 
     @property
+    def ready_at(self) -> datetime:
+        """When the cart became ready: what its bytes are named and tagged after."""
+        return self.cart.ready_at or self.cart.updated_at
+
+    @property
     def etag(self) -> str:
         """A strong validator: the same cart, made ready at the same moment, under the same
         top folder gives the same bytes; anything else gives another tag."""
         top = self.cart.uid if self.bundle_path is not None else self.filename
         identity = "\0".join(
-            [str(self.cart.id), self.cart.uid, self.cart.updated_at.isoformat(), top]
+            [LAYOUT_VERSION, str(self.cart.id), self.cart.uid, self.ready_at.isoformat(), top]
         )
         digest = hashlib.sha256(f"{identity}\0{self.size}".encode()).hexdigest()
         return f'"{digest[:32]}"'
 
-    def chunks(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def chunks(self, start: int = 0, end: int | None = None) -> Chunks:
         """The tar's bytes from `start` up to `end` (default: to its end)."""
         end = self.size if end is None else end
         if self.bundle_path is None:
             yield from iter_tar(self.members, self.chunk_size, start, end)
             return
         # Opened once: a bundle deleted meanwhile is still read whole from its open file.
-        with self.bundle_path.open("rb") as handle:
+        try:
+            handle = self.bundle_path.open("rb")
+        except OSError as exc:
+            raise SourceChanged(f"the bundle: {exc.strerror}") from exc
+        with handle:
+            descriptor = handle.fileno()
             handle.seek(start)
             remaining = end - start
-            while remaining > 0 and (chunk := handle.read(min(self.chunk_size, remaining))):
+            while remaining > 0:
+                chunk = handle.read(min(self.chunk_size, remaining))
+                # Checked after the read: bytes written in place meanwhile are never sent.
+                if not chunk or not bundle_unchanged(os.fstat(descriptor), self.cart):
+                    raise SourceChanged("the bundle is no longer the one written")
                 remaining -= len(chunk)
                 yield chunk
+
+
+def bundle_unchanged(stat: os.stat_result, cart: Cart) -> bool:
+    """A bundle is written just before its cart becomes ready and never again: one of
+    another size, or written since, is not the one made."""
+    ready_at = (cart.ready_at or cart.updated_at).timestamp()
+    return stat.st_size == cart.bundle_size and stat.st_mtime <= ready_at + MTIME_TOLERANCE
+
+
+class Stream:
+    """The bytes of one download, holding its cart's lease until it ends: read to the end,
+    closed, or collected. Ending does no database work, so it is safe wherever the garbage
+    collector happens to finalise an abandoned download (see `cartd.service.leases`)."""
+
+    def __init__(
+        self, chunks: Chunks, lease: Lease, metrics: Metrics, damaged: Callable[[], None]
+    ) -> None:
+        self._chunks = chunks
+        self._lease = lease
+        self._metrics = metrics
+        self._damaged = damaged
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._chunks)
+        except SourceChanged:
+            self.close()
+            self._damaged()  # while reading, never from a finaliser: it may write
+            raise
+        except BaseException:
+            self.close()
+            raise
+        self._metrics.bytes_served(len(chunk))
+        self._lease.touch()
+        return chunk
+
+    def close(self) -> None:
+        """End the lease and release the open file; idempotent."""
+        self._lease.end()
+        # ValueError: being read in another thread right now; it ends there.
+        with contextlib.suppress(ValueError):
+            self._chunks.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def default_download_name(moment: datetime | None = None) -> str:
@@ -101,8 +172,7 @@ class CartService:
         metrics: Metrics,
     ) -> None:
         self.metrics = metrics
-        self._downloads: Counter[int] = Counter()
-        self._downloads_lock = threading.Lock()
+        self.leases = DownloadLeases(store)
         self.store = store
         self.volume = volume
         self.runner = runner
@@ -135,44 +205,86 @@ class CartService:
             raise CartNotReady("The cart is not ready for download.")
         # Named after the moment the cart became ready, not the request's: every GET of
         # the cart then sends the same bytes, so a broken download can be resumed.
-        name = validate_download_name(filename, default_download_name(cart.updated_at))
-        self.store.lease_download(cart.id, time.time() + DOWNLOAD_LEASE)
+        ready_at = cart.ready_at or cart.updated_at
+        name = validate_download_name(filename, default_download_name(ready_at))
+        try:
+            top = top_folder(name)
+        except UnsafeName as exc:
+            raise InvalidRequest(f"invalid filename: {exc}") from None
+        files = self.store.files_of(cart.id)
+        if self._repair(cart, files):
+            if self.store.latest_cart(uid) is None:
+                raise CartNotFound(f"No cart with uid {uid} found")  # deleted meanwhile
+            raise CartNotReady("The cart is not ready for download.")
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise CartNotFound(f"No cart with uid {uid} found") from None
-            return Download(cart, name, size, path, [], self.chunk_size)
-        top = name[: -len(".tar")] if name.endswith(".tar") and name != ".tar" else name
-        members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=top)
+            return Download(cart, name, cart.bundle_size or 0, path, [], self.chunk_size)
+        members = cart_members(cart, files, self.volume, top=top)
         return Download(cart, name, tar_size(members), None, members, self.chunk_size)
 
-    def stream(self, download: Download, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """The download's bytes, keeping its lease against eviction while they flow.
+    def _repair(self, cart: Cart, files: list[CartFile] | None = None) -> bool:
+        """Check a ready cart's copy on the volume; send what is no longer the verified
+        bytes back to staging. True when the cart cannot be served as it stands.
 
-        The lease ends with the last download of the cart in this process; the download
-        counts as the cart's last use.
+        A streamed cart is its staged files; a bundled one its bundle, and only when that
+        is bad are the files it is remade from looked at. Each check is a `stat`: size and
+        modification time as recorded when verified (an in-place write changes the latter).
         """
-        cart_id = download.cart.id
-        with self._downloads_lock:
-            self._downloads[cart_id] += 1
-        renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
+        files = self.store.files_of(cart.id) if files is None else files
+        bundle_bad = False
+        if cart.bundle:
+            try:
+                bundle_bad = not bundle_unchanged(self.volume.bundle_path(cart.id).stat(), cart)
+            except FileNotFoundError:
+                bundle_bad = True
+            if not bundle_bad:
+                return False
+        bad = [file.id for file in files if not self._intact(cart, file)]
+        if not bad and not bundle_bad:
+            return False
+        if not self.store.restage(cart.id, bad):
+            return True  # no longer ready: another request saw it first, or it is gone
+        for file_id in bad:
+            self.volume.file_path(cart.id, file_id).unlink(missing_ok=True)
+        if cart.bundle:
+            self.volume.bundle_path(cart.id).unlink(missing_ok=True)
+        for_cart(log, cart.uid).warning(
+            "the volume's copy changed (%d files%s): staging it again",
+            len(bad),
+            ", the bundle" if bundle_bad else "",
+        )
+        for file_id in bad:
+            self.runner.submit_file(file_id)
+        if not bad:
+            self.runner.submit_finish(cart.id)  # the files are sound: remake the bundle
+        return True
+
+    def _intact(self, cart: Cart, file: CartFile) -> bool:
         try:
-            for chunk in download.chunks(start, end):
-                yield chunk
-                self.metrics.bytes_served(len(chunk))
-                if time.monotonic() >= renew_at:
-                    self.store.lease_download(cart_id, time.time() + DOWNLOAD_LEASE)
-                    renew_at = time.monotonic() + DOWNLOAD_LEASE / 3
-        finally:
-            with self._downloads_lock:
-                self._downloads[cart_id] -= 1
-                last = self._downloads[cart_id] == 0
-                if last:
-                    del self._downloads[cart_id]
-            if last:
-                self.store.lease_download(cart_id, None)
+            stat = self.volume.file_path(cart.id, file.id).stat()
+        except FileNotFoundError:
+            return False
+        return unchanged(stat, file.size or 0, file.mtime or 0.0)
+
+    def _damaged(self, cart_id: int) -> None:
+        """A download was cut because a file changed under it: repair the cart."""
+        cart = self.store.get_cart(cart_id)
+        if cart is not None and cart.status is CartStatus.READY:
+            self._repair(cart)
+
+    def stream(self, download: Download, start: int = 0, end: int | None = None) -> Stream:
+        """The download's bytes from `start` to `end`, its cart leased against eviction
+        from now until the stream ends. The lease ends with the last download of the cart
+        in this process; the download counts as the cart's last use."""
+        cart_id = download.cart.id
+        lease = self.leases.begin(cart_id)
+        return Stream(
+            download.chunks(start, end), lease, self.metrics, lambda: self._damaged(cart_id)
+        )
+
+    def close(self) -> None:
+        """End this process's download leases."""
+        self.leases.close()
 
     def delete(self, uid: str) -> bool:
         """Make every cart of the uid gone; False when there was none."""

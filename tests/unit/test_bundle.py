@@ -4,13 +4,25 @@ pacifica-downloader, which reads with mode 'r|') accepts, and no wrong byte sent
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cartd.bundle import Entry, Member, SourceChanged, iter_tar, layout, tar_size
+from cartd.bundle import (
+    NAME_MAX,
+    Entry,
+    Member,
+    SourceChanged,
+    UnsafeName,
+    iter_tar,
+    layout,
+    member_path,
+    tar_size,
+    top_folder,
+)
 
 TOP = "data_2024_01_02"
 FOLDER_MTIME = 1_700_000_000
@@ -48,12 +60,14 @@ EXPECTED_NAMES = [
 
 
 def stage(root: Path, files: tuple[Staged, ...] = FILES) -> list[Entry]:
-    """Write each file under a flat staging name, as the volume keeps them."""
+    """Write each file under a flat staging name with the archive's modification time, as
+    the volume keeps them."""
     root.mkdir(parents=True, exist_ok=True)
     entries = []
     for number, staged in enumerate(files):
         source = root / f"staged-{number}"
         source.write_bytes(staged.content)
+        os.utime(source, (staged.mtime, staged.mtime))
         entries.append(Entry(staged.path, len(staged.content), staged.mtime, source))
     return entries
 
@@ -170,6 +184,29 @@ def test_source_emptied_raises_source_changed(tmp_path: Path) -> None:
         list(iter_tar(members, 1 << 20))
 
 
+def test_a_source_rewritten_in_place_at_its_size_raises_source_changed(tmp_path: Path) -> None:
+    entries = stage(tmp_path)
+    members = layout(TOP, entries, FOLDER_MTIME)
+    nested = entries[1].source
+    nested.write_bytes(bytes(len(nested.read_bytes())))  # same size, other bytes, mtime now
+    with pytest.raises(SourceChanged):
+        b"".join(iter_tar(members, 7))
+
+
+def test_a_source_changed_while_it_is_read_stops_before_its_next_chunk(tmp_path: Path) -> None:
+    big = Staged("big.bin", b"b" * 10_000, 1_600_000_000)
+    entries = stage(tmp_path, (big,))
+    members = layout(TOP, entries, FOLDER_MTIME)
+    chunks = iter_tar(members, 1024)
+    sent = next(chunks) + next(chunks)
+    with entries[0].source.open("r+b") as handle:  # written in place, size kept
+        handle.seek(5_000)
+        handle.write(b"X" * 100)
+    with pytest.raises(SourceChanged):
+        sent += b"".join(chunks)
+    assert b"X" not in sent
+
+
 @pytest.mark.parametrize("index", [0, 4], ids=["file", "empty-file"])
 def test_missing_source_raises_source_changed(tmp_path: Path, index: int) -> None:
     entries = stage(tmp_path)
@@ -235,3 +272,74 @@ def test_a_file_of_another_size_than_verified_stops_a_range_within_it(tmp_path: 
     content = sum(member.length for member in members[:nested]) + len(members[nested].header)
     with pytest.raises(SourceChanged):
         b"".join(iter_tar(members, 64, content + 10, content + 20))
+
+
+@pytest.mark.parametrize(
+    ("name", "top"),
+    [
+        ("mydata.tar", "mydata"),
+        ("data", "data"),
+        (".tar", ".tar"),
+        ("a.tar.tar", "a.tar"),
+        ("...", "..."),
+        ("x..tar", "x."),
+        ("donn\u00e9es.tar", "donn\u00e9es"),
+    ],
+)
+def test_the_top_folder_is_the_name_without_its_tar_ending(name: str, top: str) -> None:
+    assert top_folder(name) == top
+
+
+@pytest.mark.parametrize("name", ["..tar", "...tar", "..", ".", "a\\b.tar", "..\\x", "C:x.tar"])
+def test_a_top_folder_that_would_not_stay_one_folder_is_refused(name: str) -> None:
+    with pytest.raises(UnsafeName):
+        top_folder(name)
+
+
+def test_a_backslash_is_no_separator_in_a_member_path() -> None:
+    assert member_path("..\\..\\evil.txt") == ".._.._evil.txt"
+    assert member_path("a/b\\c") == "a/b_c"
+
+
+@pytest.mark.parametrize("path", ["..", "a/../b", "./a", "a//b", "/a", ""])
+def test_a_member_path_that_could_leave_its_folder_is_refused(path: str) -> None:
+    with pytest.raises(UnsafeName):
+        member_path(path)
+
+
+def test_long_segments_are_shortened_apart_keeping_their_extension() -> None:
+    long = "\u00e9" * 200  # 400 bytes
+    one, two = member_path(f"{long}/{long}1.txt"), member_path(f"{long}/{long}2.txt")
+    for path in (one, two):
+        assert all(len(part.encode()) <= NAME_MAX for part in path.split("/"))
+        assert path.endswith(".txt")
+    assert one.split("/")[0] == two.split("/")[0], "the same folder stays the same folder"
+    assert one != two
+    assert member_path("s" * NAME_MAX) == "s" * NAME_MAX
+
+
+def test_every_member_is_inside_the_top_folder_and_reads_back_whole(tmp_path: Path) -> None:
+    long = "n" * 300
+    staged = (
+        Staged("..\\up.txt", b"1", 1_600_000_000),
+        Staged(f"{long}/{long}.bin", b"2", 1_600_000_000),
+        Staged("\u65e5\u672c/x.txt", b"3", 1_600_000_000),
+    )
+    members = layout(TOP, stage(tmp_path, staged), FOLDER_MTIME)
+    data = b"".join(iter_tar(members, 4096))
+    names = [info.name for info, _ in stream_read(data)]
+    assert names == [member.name for member in members]
+    assert names[0] == TOP
+    for name in names[1:]:
+        parts = name.split("/")
+        assert parts[0] == TOP
+        assert "\\" not in name
+        assert all(part not in {"", ".", ".."} for part in parts)
+        assert all(len(part.encode()) <= NAME_MAX for part in parts)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp_path / "out", filter="data")
+    assert sorted(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        b"1",
+        b"2",
+        b"3",
+    ]

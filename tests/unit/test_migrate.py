@@ -100,3 +100,26 @@ def test_a_server_on_a_new_sqlite_volume_never_loads_alembic(tmp_path: Path) -> 
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_0003_gives_carts_already_ready_their_ready_time(tmp_path: Path) -> None:
+    """A cart ready before the upgrade keeps the download name and tag it had: both came
+    from `updated_at`, written when it became ready."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'volume' / 'cartd.sqlite3'}")
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as connection:
+            for uid, status in (("r", "ready"), ("s", "staging")):
+                connection.execute(
+                    text(
+                        "INSERT INTO carts (uid, status, bundle, created_at, updated_at,"
+                        " last_used_at) VALUES (:uid, :status, 0, :t, :t, :t)"
+                    ),
+                    {"uid": uid, "status": status, "t": "2026-01-02 03:04:05.000000"},
+                )
+        upgrade(engine)
+        with engine.connect() as connection:
+            rows = dict(connection.execute(text("SELECT uid, ready_at FROM carts")).all())
+        assert rows == {"r": "2026-01-02 03:04:05.000000", "s": None}
+    finally:
+        engine.dispose()

@@ -81,10 +81,13 @@ def test_no_status_moves_to_itself() -> None:
         assert file_status not in file_targets
 
 
-def test_staged_file_has_no_way_out() -> None:
-    assert FILE_TRANSITIONS[FileStatus.STAGED] == frozenset()
-    for target in FileStatus:
-        assert FileStatus.STAGED not in file_sources(target)
+def test_a_staged_file_only_goes_back_to_be_pulled_again() -> None:
+    assert FILE_TRANSITIONS[FileStatus.STAGED] == frozenset({FileStatus.WAITING})
+    assert FileStatus.STAGED not in file_sources(FileStatus.ERROR)
+
+
+def test_a_ready_cart_goes_back_to_staging_or_is_deleted() -> None:
+    assert CART_TRANSITIONS[CartStatus.READY] == frozenset({CartStatus.STAGING, CartStatus.DELETED})
 
 
 def test_failed_file_can_be_retried() -> None:
