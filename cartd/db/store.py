@@ -203,12 +203,25 @@ class CartStore:
                 )
             )
 
-    def move_cart(self, cart_id: int, to: CartStatus, **fields: Any) -> bool:
-        """Change a cart's status if the transition is allowed from where it is now.
+    def move_cart(
+        self,
+        cart_id: int,
+        to: CartStatus,
+        *,
+        only_from: Iterable[CartStatus] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Change a cart's status if the transition is allowed from where it is now, and
+        only from `only_from` when given (a step that saw the cart waiting must not revive
+        it from an error reached meanwhile).
 
         The move to READY stamps `ready_at` in the same UPDATE: the download's identity.
         """
-        sources = [status.value for status in cart_sources(to)]
+        allowed = cart_sources(to)
+        if only_from is not None:
+            assert set(only_from) <= allowed, (only_from, to)
+            allowed = frozenset(only_from)
+        sources = [status.value for status in allowed]
         stamp = now()
         if to is CartStatus.READY:
             fields = {"ready_at": stamp, **fields}

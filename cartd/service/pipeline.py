@@ -182,7 +182,7 @@ class Pipeline:
         if file.status is FileStatus.ERROR:
             return None
         if cart.status is CartStatus.WAITING:
-            self.store.move_cart(cart.id, CartStatus.STAGING)
+            self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
         try:
             with self.watch.working_on(cart.id) as abort:
                 return self._step(cart, file, verified, abort, start)
@@ -281,7 +281,7 @@ class Pipeline:
             return [file.id for file in self.store.files_of(cart.id) if file.status in _OPEN]
 
     def _size_cart(self, cart: Cart, abort: Abort) -> list[int]:
-        self.store.move_cart(cart.id, CartStatus.STAGING)
+        self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
         found: list[tuple[int, int, float, bool]] = []
         unsized: list[int] = []
         for file in self.store.files_of(cart.id):

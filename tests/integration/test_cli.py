@@ -74,7 +74,15 @@ def test_serve_with_a_local_folder_archive(cartd_factory: ServerFactory, tmp_pat
         assert all("cart=first" in line and "file=runs/42.dat" in line for line in verified)
 
         outside = [{"id": "../../etc/passwd", "path": "p", "hashtype": "md5", "hashsum": "0" * 32}]
-        client.post("/escape", json={"fileids": outside})
-        head = wait_for_cart(client, "escape")
+        refused = client.post("/escape", json={"fileids": outside})
+        assert refused.status_code == 400
+        assert "fileids[0].id" in refused.json()["message"]
+        assert client.head("/escape").status_code == 404
+
+        # An id that leaves the folder only on disk (a link) is stopped by the archive.
+        (folder / "runs" / "link").symlink_to(tmp_path)
+        linked = [{"id": "runs/link/x", "path": "p", "hashtype": "md5", "hashsum": "0" * 32}]
+        assert client.post("/linked", json={"fileids": linked}).status_code == 201
+        head = wait_for_cart(client, "linked")
         assert head.status_code == 500
         assert "outside the archive folder" in head.headers["X-Pacifica-Message"]
