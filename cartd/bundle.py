@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cartd.errors import SourceChanged, UnsafeName
+
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 #: Part of every download's ETag: a change of how paths become member names changes it.
@@ -24,18 +26,10 @@ NAME_MAX = 255
 _DRIVE = re.compile(r"[A-Za-z]:")
 
 
-class UnsafeName(ValueError):
-    """A name that would not stay inside the tar's top folder for some extractor."""
-
-
 #: Seconds a file's modification time may differ from the one recorded when it was
 #: verified: filesystems that keep whole seconds must not make every file look changed,
 #: while a write in place sets it to the moment of the write.
 MTIME_TOLERANCE = 1.0
-
-
-class SourceChanged(Exception):
-    """A staged file is gone or no longer the one verified: the stream must stop."""
 
 
 def unchanged(stat: os.stat_result, size: int, mtime: float) -> bool:

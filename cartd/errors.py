@@ -2,14 +2,20 @@
 
 CartdError                      base; status 500
 ├── ConfigError                 a wrong setting, found at start
+├── CartNotReady                202: the cart is still being made
+├── CartFailed                  500: the cart ended in error; the message is the cart's
 ├── InvalidRequest              400: a bad uid, body, path, filename or hash
+│   └── UnsafeName              a name some extractor would not keep inside the tar's folder
 ├── CartNotFound                404: no such cart (or deleted)
+├── RangeNotSatisfiable         416: the one range asked for starts past the end
 ├── PayloadTooLarge             413: a request body over its configured limit
 ├── ArchiveError                something the archive did; never shown raw to a client
 │   ├── TransientArchiveError   worth retrying: 5xx, resets, timeouts, short bodies
 │   └── PermanentArchiveError   retrying cannot help: 404, bad answers
 │       └── ChecksumMismatch    the bytes are not the ones ordered
-└── CartGone                    the cart was deleted or evicted while a step worked on it
+├── CartGone                    the cart was deleted or evicted while a step worked on it
+├── SourceChanged               the volume's copy of a file is no longer the one verified
+└── WriteReentered              a thread asked to write while already writing: a bug
 
 Messages of errors that end up on a cart are shown to clients: they never carry a
 server-side path, nor a digest the client did not send.
@@ -36,6 +42,26 @@ class InvalidRequest(CartdError):
     """The client asked for something malformed; nothing was changed."""
 
     status_code = 400
+
+
+class UnsafeName(InvalidRequest):
+    """A name that would not stay inside the tar's top folder for some extractor."""
+
+
+class CartNotReady(CartdError):
+    """The cart is still being made."""
+
+    status_code = 202
+
+
+class CartFailed(CartdError):
+    """The cart ended in error; the message is the cart's."""
+
+
+class RangeNotSatisfiable(CartdError):
+    """The one range asked for lies wholly past the end of the representation."""
+
+    status_code = 416
 
 
 class CartNotFound(CartdError):
@@ -77,3 +103,17 @@ class ChecksumMismatch(PermanentArchiveError):
 class CartGone(CartdError):
     """The cart stopped being worked on (deleted, evicted, failed) while a step ran; the
     step gives up quietly and keeps nothing."""
+
+
+class SourceChanged(CartdError):
+    """A staged file (or a bundle) is gone or no longer the one verified: a download
+    reading it must stop rather than send a byte it cannot vouch for."""
+
+
+class WriteReentered(CartdError):
+    """A thread asked to write while it already has a write transaction open.
+
+    On SQLite that would wait forever on this process's own write lock (and on a server,
+    possibly on its own row locks), so it is refused at once: it is always a bug, most
+    likely a finaliser that ran in the middle of a write.
+    """

@@ -64,7 +64,9 @@ NAME_MAX_BYTES: Final = 255
 #: An id with no control character, no leading `/` and no `..` segment (split on `/` and `\`).
 ID_PATTERN: Final = rf"^(?!/)(?!(?:[^/\\]*[/\\])*\.\.(?:[/\\]|$))[^{_CONTROLS}]*$"
 #: A path with no control character, no `..` segment, and a segment other than `` or `.`.
-PATH_PATTERN: Final = rf"^(?!(?:[^/]*/)*\.\.(?:/|$))(?=(?:[^/]*/)*(?:[^/.]|\.[^/]))[^{_CONTROLS}]*$"
+PATH_PATTERN: Final = (
+    rf"^(?!(?:[^/]*/)*\.\.(?:/|$))(?=(?:[^/]*/)*(?:[^/.]|\.[^/]))[^{_CONTROLS}\\]*$"
+)
 #: A download name: no `/`, no control character, not `.` or `..` (empty: the default).
 NAME_PATTERN: Final = rf"^(?!\.\.?$)[^/{_CONTROLS}]*$"
 _HEX = r"[0-9a-fA-F]"
@@ -225,6 +227,11 @@ def _normalized(value: str) -> str:
         raise _refuse(f"{value[:200]!r} must not contain control characters")
     if _utf8_length(value) > PATH_MAX_BYTES:
         raise _refuse(f"{value[:200]!r}... is over {PATH_MAX_BYTES} bytes of UTF-8")
+    if "\\" in value:
+        raise _refuse(
+            f"{value[:200]!r} must not contain '\\': some extractors take it for a folder"
+            " separator, so the file would not land where it was ordered"
+        )
     parts = value.split("/")
     if "" in parts or "." in parts:
         parts = [part for part in parts if part not in ("", ".")]
@@ -282,7 +289,7 @@ class FileOrder:
             PATH_PATTERN,
             "where the file goes in the tar, below its top folder. A leading `/`, empty"
             " segments and `.` segments are dropped; what is left must not be empty. No"
-            f" control character and no `..` segment. At most {PATH_MAX_BYTES} bytes of"
+            f" control character, no `\\` and no `..` segment. At most {PATH_MAX_BYTES} bytes of"
             f" UTF-8 as sent, each segment at most {SEGMENT_MAX_BYTES} bytes. No two files"
             " of a cart may land at one path, and no file where another needs a folder"
             " (`a` and `a/b`).",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from cartd.errors import RangeNotSatisfiable
+
 _TOKEN = re.compile(r"[A-Za-z0-9!#$&+.^_`|~-]+")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -27,10 +29,6 @@ def content_disposition(filename: str) -> str:
 
 
 _BYTE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
-
-
-class RangeNotSatisfiable(Exception):
-    """The one range asked for lies wholly past the end of the representation."""
 
 
 def _magnitude(digits: str) -> tuple[int, str]:

@@ -12,17 +12,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from cartd.api.headers import (
-    RangeNotSatisfiable,
     content_disposition,
     header_text,
     requested_range,
     validator_holds,
 )
 from cartd.api.views import CartView, Message, cart_view, error
-from cartd.bundle import SourceChanged
-from cartd.errors import CartdError, CartNotFound, PayloadTooLarge
+from cartd.errors import (
+    CartdError,
+    CartFailed,
+    CartNotFound,
+    CartNotReady,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    SourceChanged,
+)
 from cartd.schemas import NAME_MAX_BYTES, NAME_PATTERN, UID_PATTERN
-from cartd.service.carts import CartFailed, CartNotReady, CartService, Stream
+from cartd.service.carts import CartService, Stream
 
 log = logging.getLogger(__name__)
 router = APIRouter()

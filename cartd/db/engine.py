@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from cartd.errors import ConfigError
+from cartd.errors import ConfigError, WriteReentered
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,6 @@ def _sqlite_begin(connection: Any) -> None:
 
 #: One lock per SQLite engine, taken by this process's writers before SQLite's own.
 _WRITE_LOCKS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
-
-
-class WriteReentered(RuntimeError):
-    """A thread asked to write while it already has a write transaction open.
-
-    On SQLite that would wait forever on this process's own write lock (and on a server,
-    possibly on its own row locks), so it is refused at once: it is always a bug, most
-    likely a finaliser that ran in the middle of a write.
-    """
 
 
 #: The engines the current thread has a write transaction open on.

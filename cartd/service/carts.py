@@ -15,15 +15,20 @@ from cartd.bundle import (
     LAYOUT_VERSION,
     MTIME_TOLERANCE,
     Member,
-    SourceChanged,
-    UnsafeName,
     iter_tar,
     tar_size,
     top_folder,
     unchanged,
 )
 from cartd.db.store import CartStore
-from cartd.errors import CartdError, CartNotFound, InvalidRequest
+from cartd.errors import (
+    CartFailed,
+    CartNotFound,
+    CartNotReady,
+    InvalidRequest,
+    SourceChanged,
+    UnsafeName,
+)
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
@@ -38,16 +43,6 @@ from cartd.workers.base import Runner
 log = logging.getLogger(__name__)
 
 Chunks = Generator[bytes, None, None]
-
-
-class CartNotReady(CartdError):
-    """The cart is still being made."""
-
-    status_code = 202
-
-
-class CartFailed(CartdError):
-    """The cart ended in error; the message is the cart's."""
 
 
 @dataclass(frozen=True)

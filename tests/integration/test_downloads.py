@@ -217,15 +217,19 @@ def test_every_member_stays_inside_its_top_folder_for_every_extractor(
     bundle: bool,
 ) -> None:
     server = cartd_factory(archive_interface.url)
-    long = "\u00e9" * 200  # 400 bytes: more than a file name may hold
+    long = "\u00e9" * 127  # 254 bytes: as long as a file name may be, with a suffix
     files = {
         "d/0.bin": b"zero",
-        "..\\..\\evil.txt": b"a backslash is no separator",
-        "x\\..\\..\\y.txt": b"nor here",
-        f"{long}/{long}.txt": b"long",
-        f"{long}/{long}.bin": b"long too",
+        "-rf/.../..a": b"names that look like options or dots",
+        f"{long}/{long}t": b"long",
+        f"{long}/{long}b": b"long too",
         "\u65e5\u672c/caf\u00e9.txt": b"utf-8",
+        "sp ace/'q\"uote'.txt": b"quotes",
     }
+    for refused in ("..\\..\\evil.txt", "x\\..\\..\\y.txt", f"{long}{long}.txt"):
+        [bad] = store_files({refused: b"never ordered"})
+        answer = httpx.post(f"{server.url}/refused", json={"fileids": [bad]})
+        assert answer.status_code == 400, refused
     uid = order(server, store_files(files), bundle=bundle)
     response = httpx.get(f"{server.url}/{uid}", params={"filename": "my data.tar"}, timeout=30)
     assert response.status_code == 200

@@ -458,7 +458,7 @@ def test_an_order_of_100000_files_parses_quickly() -> None:
 @pytest.mark.parametrize(
     "path",
     ["a", "/a/b", "a//b", "./a", "...", "a..b", ".a", "a/.b", "", "/", ".", "./", "//./", "..",
-     "../x", "a/..", "a/../b", "a\nb", "a\x85b", "a\x7fb", "caf\u00e9/x"],
+     "../x", "a/..", "a/../b", "a\nb", "a\x85b", "a\x7fb", "caf\u00e9/x", "a\\b", "..\\x"],
 )  # fmt: skip
 def test_the_path_pattern_agrees_with_the_validator(path: str) -> None:
     try:
@@ -491,3 +491,9 @@ def test_every_accepted_hashtype_matches_the_pattern(hashtype: str) -> None:
 @pytest.mark.parametrize("hashtype", ["md6", "sha-256", "shake_128", "md5 ", "\u212aeccak"])
 def test_no_refused_hashtype_matches_the_pattern(hashtype: str) -> None:
     assert not re.search(HASHTYPE_PATTERN, hashtype)
+
+
+@pytest.mark.parametrize("path", ["a\\b", "..\\..\\evil.txt", "x\\..\\..\\y.txt", "\\"])
+def test_a_backslash_in_a_path_is_refused(path: str) -> None:
+    with pytest.raises(InvalidRequest, match=r"fileids\[0\]\.path .* must not contain"):
+        parse_cart_order(order(entry(path)))
