@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,29 +148,50 @@ def tar_size(members: Iterable[Member]) -> int:
     return sum(member.length for member in members) + len(END_OF_ARCHIVE)
 
 
-def _content(member: Member, chunk_size: int, offset: int, length: int) -> Iterator[bytes]:
-    """`length` bytes of a member's file from `offset`, checked against its verified size
-    and modification time when opened and after every read, so that bytes written in
-    place meanwhile are never sent."""
-    assert member.source is not None
+def read_checked(
+    path: Path,
+    offset: int,
+    length: int,
+    chunk_size: int,
+    *,
+    intact: Callable[[os.stat_result], bool],
+    name: str,
+) -> Iterator[bytes]:
+    """`length` bytes of a file from `offset`, the file checked with `intact` when opened
+    and after every read, so that bytes written in place meanwhile are never sent. Once
+    open, a file deleted meanwhile is still read whole. Raises `SourceChanged`."""
     try:
-        handle = member.source.open("rb")
+        handle = path.open("rb")
     except OSError as exc:
-        raise SourceChanged(f"{member.name}: {exc.strerror}") from exc
+        raise SourceChanged(f"{name}: {exc.strerror}") from exc
     with handle:
         descriptor = handle.fileno()
-        if not unchanged(os.fstat(descriptor), member.size, member.mtime):
-            raise SourceChanged(f"{member.name}: not the file verified")
+        if not intact(os.fstat(descriptor)):
+            raise SourceChanged(f"{name}: not the file verified")
         handle.seek(offset)
         remaining = length
         while remaining > 0:
             chunk = handle.read(min(chunk_size, remaining))
             if not chunk:
-                raise SourceChanged(f"{member.name}: shorter than verified")
-            if not unchanged(os.fstat(descriptor), member.size, member.mtime):
-                raise SourceChanged(f"{member.name}: changed while read")
+                raise SourceChanged(f"{name}: shorter than verified")
+            if not intact(os.fstat(descriptor)):
+                raise SourceChanged(f"{name}: changed while read")
             remaining -= len(chunk)
             yield chunk
+
+
+def _content(member: Member, chunk_size: int, offset: int, length: int) -> Iterator[bytes]:
+    """`length` bytes of a member's file from `offset`, checked against its verified size
+    and modification time."""
+    assert member.source is not None
+    return read_checked(
+        member.source,
+        offset,
+        length,
+        chunk_size,
+        intact=lambda stat: unchanged(stat, member.size, member.mtime),
+        name=member.name,
+    )
 
 
 def iter_tar(

@@ -16,6 +16,7 @@ from cartd.bundle import (
     MTIME_TOLERANCE,
     Member,
     iter_tar,
+    read_checked,
     tar_size,
     top_folder,
     unchanged,
@@ -84,22 +85,14 @@ class Download:
         if self.bundle_path is None:
             yield from iter_tar(self.members, self.chunk_size, start, end)
             return
-        # Opened once: a bundle deleted meanwhile is still read whole from its open file.
-        try:
-            handle = self.bundle_path.open("rb")
-        except OSError as exc:
-            raise SourceChanged(f"the bundle: {exc.strerror}") from exc
-        with handle:
-            descriptor = handle.fileno()
-            handle.seek(start)
-            remaining = end - start
-            while remaining > 0:
-                chunk = handle.read(min(self.chunk_size, remaining))
-                # Checked after the read: bytes written in place meanwhile are never sent.
-                if not chunk or not bundle_unchanged(os.fstat(descriptor), self.cart):
-                    raise SourceChanged("the bundle is no longer the one written")
-                remaining -= len(chunk)
-                yield chunk
+        yield from read_checked(
+            self.bundle_path,
+            start,
+            end - start,
+            self.chunk_size,
+            intact=lambda stat: bundle_unchanged(stat, self.cart),
+            name="the bundle",
+        )
 
 
 def bundle_unchanged(stat: os.stat_result, cart: Cart) -> bool:
