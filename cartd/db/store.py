@@ -8,13 +8,26 @@ entity loading.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, Table, bindparam, case, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.sql import ColumnElement, Update
 
 from cartd.db.engine import Writer
@@ -27,6 +40,15 @@ carts = cast(Table, CartRow.__table__)
 files = cast(Table, FileRow.__table__)
 
 _ACTIVE = [status.value for status in CartStatus if status.is_active]
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """Work a sweep re-drives (see `CartStore.overdue`)."""
+
+    sizes: list[int]  # carts still waiting for their first step
+    files: list[int]  # file steps overdue
+    finishes: list[int]  # carts whose files are all verified but which are not ready
 
 
 def now() -> datetime:
@@ -534,3 +556,63 @@ class CartStore:
                 )
             )
             return due, finishing, deleted
+
+    def overdue(self, grace: float, limit: int) -> Overdue:
+        """Work whose task was lost: due more than `grace` seconds ago and still not done.
+
+        What a distributed sweep re-drives. At most `limit` files are returned, the longest
+        overdue first, and each is marked due now, so the next sweep leaves it alone for
+        another `grace` seconds: a backlog of thousands of carts is re-driven a slice at a
+        time instead of flooding the queue.
+        """
+        wall = time.time()
+        stamp = now()
+        before = stamp - timedelta(seconds=grace)
+        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
+        due_at = func.coalesce(files.c.next_attempt_at, 0.0)
+        late = or_(
+            and_(files.c.next_attempt_at.is_not(None), files.c.next_attempt_at < wall - grace),
+            and_(files.c.next_attempt_at.is_(None), files.c.updated_at < before),
+        )
+        with self._writing() as connection:
+            sizes = list(
+                connection.scalars(
+                    select(carts.c.id)
+                    .where(carts.c.status == CartStatus.WAITING.value, carts.c.updated_at < before)
+                    .order_by(carts.c.id)
+                    .limit(limit)
+                )
+            )
+            file_ids = list(
+                connection.scalars(
+                    select(files.c.id)
+                    .join(carts, carts.c.id == files.c.cart_id)
+                    .where(
+                        carts.c.status == CartStatus.STAGING.value,
+                        files.c.status.in_(open_files),
+                        late,
+                    )
+                    .order_by(due_at, files.c.id)
+                    .limit(limit)
+                )
+            )
+            if file_ids:
+                connection.execute(
+                    files.update()
+                    .where(files.c.id.in_(file_ids))
+                    .values(next_attempt_at=wall, updated_at=stamp)
+                )
+            not_done = (
+                select(files.c.id)
+                .where(files.c.cart_id == carts.c.id, files.c.status != FileStatus.STAGED.value)
+                .exists()
+            )
+            finishes = list(
+                connection.scalars(
+                    select(carts.c.id)
+                    .where(carts.c.status.in_(_ACTIVE), carts.c.updated_at < before, ~not_done)
+                    .order_by(carts.c.id)
+                    .limit(limit)
+                )
+            )
+        return Overdue(sizes, file_ids, finishes)
