@@ -195,6 +195,14 @@ KEYS: tuple[Key, ...] = (
         "CARTD_POLL_MAX",
         "Longest wait between two such questions.",
     ),
+    Key(
+        "claim_seconds",
+        "cartd",
+        "claim_seconds",
+        "CARTD_CLAIM_SECONDS",
+        "Seconds a step's claim on a file or cart lasts unless renewed (renewed while the step"
+        " runs); the work of a process that died is taken up after at most this long.",
+    ),
 )
 KEYS_BY_FIELD = {key.field: key for key in KEYS}
 
@@ -226,6 +234,7 @@ class Settings(BaseModel):
     retry_max: float = Field(30.0, ge=0)
     poll_initial: float = Field(1.0, gt=0)
     poll_max: float = Field(300.0, gt=0)
+    claim_seconds: float = Field(60.0, ge=1)
     max_order_size: int = Field(32 * 1024 * 1024, ge=1)
 
     @field_validator("transfer_size", "volume_size_limit", "max_order_size", mode="before")

@@ -23,6 +23,7 @@ class CartFile:
     polls: int
     error: str | None
     on_disk: bool | None = None
+    next_attempt_at: float | None = None  # Unix time the next step is due
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ def build_runtime(settings: Settings) -> Runtime:
         volume_limit=settings.volume_size_limit,
         lru_purge=settings.lru_purge,
         lru_buffer_time=settings.lru_buffer_time,
+        claim_seconds=settings.claim_seconds,
     )
     space = SpaceLedger(engine)
     metrics = Metrics(partial(volume_snapshot, store, space))

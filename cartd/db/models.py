@@ -32,6 +32,10 @@ class CartRow(Base):
     #: When the cart last became ready: its download's identity (ETag, Last-Modified,
     #: default name), which no later write to the row may change.
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The step (size pass or bundle) working on the cart, and the Unix time its claim
+    #: ends unless renewed: two workers never size or bundle one cart at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    claimed_until: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class FileRow(Base):
@@ -54,6 +58,10 @@ class FileRow(Base):
     # Columns added by later migrations come last, where ALTER TABLE puts them.
     #: What the archive's last HEAD said: readable now (True) or on tape (False).
     on_disk: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    #: The step working on the file, and the Unix time its claim ends unless renewed:
+    #: two workers never pull one file at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    claimed_until: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class VolumeLockRow(Base):

@@ -94,6 +94,7 @@ def _file(row: Row[Any]) -> CartFile:
         polls=row.polls,
         error=row.error,
         on_disk=row.on_disk,
+        next_attempt_at=row.next_attempt_at,
     )
 
 
@@ -521,6 +522,103 @@ class CartStore:
         with self._reading() as connection:
             return connection.scalar(_PENDING, {"cart_id": cart_id}) == 0
 
+    # -- claims --------------------------------------------------------------------------
+
+    def claim_files(self, file_ids: Collection[int], token: str, until: float) -> set[int]:
+        """Claim, for the step `token`, those of the files still open and not claimed by a
+        live step; return the ids it now holds. A conditional UPDATE: of two workers
+        racing for a file, the second re-checks the row once the first commits, and
+        finds it claimed."""
+        if not file_ids:
+            return set()
+        wall = time.time()
+        ids = list(file_ids)
+        with self._writing() as connection:
+            connection.execute(
+                files.update()
+                .where(
+                    files.c.id.in_(ids),
+                    files.c.status.in_([FileStatus.WAITING.value, FileStatus.STAGING.value]),
+                    or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
+                )
+                .values(claimed_by=token, claimed_until=until)
+            )
+            return set(
+                connection.scalars(
+                    select(files.c.id).where(files.c.id.in_(ids), files.c.claimed_by == token)
+                )
+            )
+
+    def claim_cart(self, cart_id: int, token: str, until: float) -> bool:
+        """Claim a cart for one step (its sizing pass, its bundle) if no live step has it."""
+        wall = time.time()
+        with self._writing() as connection:
+            return bool(
+                connection.execute(
+                    carts.update()
+                    .where(
+                        carts.c.id == cart_id,
+                        or_(carts.c.claimed_until.is_(None), carts.c.claimed_until < wall),
+                    )
+                    .values(claimed_by=token, claimed_until=until)
+                ).rowcount
+            )
+
+    def renew_claims(
+        self, token: str, file_ids: Collection[int], cart_ids: Collection[int], until: float
+    ) -> None:
+        """Extend a live step's claims."""
+        with self._writing() as connection:
+            self._set_claims(connection, token, file_ids, cart_ids, until, keep=True)
+
+    def release_claims(
+        self, token: str, file_ids: Collection[int], cart_ids: Collection[int]
+    ) -> None:
+        with self._writing() as connection:
+            self._set_claims(connection, token, file_ids, cart_ids, None, keep=False)
+
+    @staticmethod
+    def _set_claims(
+        connection: Connection,
+        token: str,
+        file_ids: Collection[int],
+        cart_ids: Collection[int],
+        until: float | None,
+        *,
+        keep: bool,
+    ) -> None:
+        values = {"claimed_until": until} if keep else {"claimed_by": None, "claimed_until": None}
+        for table, ids in ((files, file_ids), (carts, cart_ids)):
+            if ids:
+                connection.execute(
+                    table.update()
+                    .where(table.c.id.in_(list(ids)), table.c.claimed_by == token)
+                    .values(values)
+                )
+
+    def claim_holders(self) -> set[str]:
+        """The steps holding claims now (live or not: see `release_holders`)."""
+        with self._reading() as connection:
+            return {
+                holder
+                for table in (files, carts)
+                for holder in connection.scalars(
+                    select(table.c.claimed_by).where(table.c.claimed_by.is_not(None)).distinct()
+                )
+            }
+
+    def release_holders(self, holders: Collection[str]) -> None:
+        """Drop every claim of steps known to be dead."""
+        if not holders:
+            return
+        with self._writing() as connection:
+            for table in (files, carts):
+                connection.execute(
+                    table.update()
+                    .where(table.c.claimed_by.in_(list(holders)))
+                    .values(claimed_by=None, claimed_until=None)
+                )
+
     # -- recovery ------------------------------------------------------------------------
 
     def unfinished(self) -> tuple[list[tuple[int, int, float | None]], list[int], list[int]]:
@@ -570,15 +668,23 @@ class CartStore:
         before = stamp - timedelta(seconds=grace)
         open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
         due_at = func.coalesce(files.c.next_attempt_at, 0.0)
-        late = or_(
-            and_(files.c.next_attempt_at.is_not(None), files.c.next_attempt_at < wall - grace),
-            and_(files.c.next_attempt_at.is_(None), files.c.updated_at < before),
+        late = and_(
+            or_(
+                and_(files.c.next_attempt_at.is_not(None), files.c.next_attempt_at < wall - grace),
+                and_(files.c.next_attempt_at.is_(None), files.c.updated_at < before),
+            ),
+            or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
         )
+        unclaimed = or_(carts.c.claimed_until.is_(None), carts.c.claimed_until < wall)
         with self._writing() as connection:
             sizes = list(
                 connection.scalars(
                     select(carts.c.id)
-                    .where(carts.c.status == CartStatus.WAITING.value, carts.c.updated_at < before)
+                    .where(
+                        carts.c.status == CartStatus.WAITING.value,
+                        carts.c.updated_at < before,
+                        unclaimed,
+                    )
                     .order_by(carts.c.id)
                     .limit(limit)
                 )
@@ -610,7 +716,12 @@ class CartStore:
             finishes = list(
                 connection.scalars(
                     select(carts.c.id)
-                    .where(carts.c.status.in_(_ACTIVE), carts.c.updated_at < before, ~not_done)
+                    .where(
+                        carts.c.status.in_(_ACTIVE),
+                        carts.c.updated_at < before,
+                        unclaimed,
+                        ~not_done,
+                    )
                     .order_by(carts.c.id)
                     .limit(limit)
                 )

@@ -42,7 +42,7 @@ from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
-from cartd.service.watch import CartWatch
+from cartd.service.watch import CLAIM_SECONDS, CartWatch
 from cartd.space_plan import NO_SPACE
 from cartd.status import CartStatus, FileStatus
 from cartd.storage import Volume
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 _OPEN = (FileStatus.WAITING, FileStatus.STAGING)
 GROUP_BYTES = 64 * 1024 * 1024
 GROUP_SECONDS = 0.5
+#: Seconds before its due time a file step may run.
+EARLY = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class PipelinePolicy:
     volume_limit: int | None = None
     lru_purge: bool = True
     lru_buffer_time: float = 0.0
+    claim_seconds: float = CLAIM_SECONDS
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class Pipeline:
         self.volume = volume
         self.archive = archive
         self.policy = policy
-        self.watch = CartWatch(store.active_among)
+        self.watch = CartWatch(store, claim_seconds=policy.claim_seconds)
 
     def start(self) -> None:
         """Start watching for carts deleted while their steps run."""
@@ -156,19 +159,27 @@ class Pipeline:
         Files pulled here are recorded verified in groups (one folder sync and one
         commit for many files): for small files those cost more than the pull itself.
         """
-        loaded = self.store.load_steps(file_ids)
         verified = _Verified()
         delays: list[float | None] = []
         start: list[int] = []
-        for file_id in file_ids:
-            step = loaded.get(file_id)
-            if step is None:
-                delays.append(None)
-                continue
-            if verified.due(upcoming=step[0].size or 0):
-                self._record(verified)
-            delays.append(self._advance(*step, verified, start))
-        self._record(verified)
+        with self.watch.claiming_files(file_ids) as claimed:
+            loaded = self.store.load_steps(file_ids)
+            for file_id in file_ids:
+                step = loaded.get(file_id)
+                if step is None:
+                    delays.append(None)
+                    continue
+                file, cart = step
+                if file_id not in claimed:
+                    # Verified, failed, or another step has it and schedules what follows.
+                    if file.status is FileStatus.STAGED:
+                        self._finish_if_complete(cart.id)
+                    delays.append(None)
+                    continue
+                if verified.due(upcoming=file.size or 0):
+                    self._record(verified)
+                delays.append(self._advance(file, cart, verified, start))
+            self._record(verified)
         return Advanced(delays, start)
 
     def _advance(
@@ -181,6 +192,9 @@ class Pipeline:
             return None
         if file.status is FileStatus.ERROR:
             return None
+        wait = (file.next_attempt_at or 0.0) - time.time()
+        if wait > EARLY:
+            return wait  # delivered early (a duplicate): run when due, not before
         if cart.status is CartStatus.WAITING:
             self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
         try:
@@ -270,7 +284,9 @@ class Pipeline:
         if cart is None or not cart.status.is_active or cart.reserved_bytes is not None:
             return []
         try:
-            with self.watch.working_on(cart.id) as abort:
+            with self.watch.claiming_cart(cart.id) as mine, self.watch.working_on(cart.id) as abort:
+                if not mine:
+                    return []  # another step is sizing it
                 return self._size_cart(cart, abort)
         except CartGone:
             self._left_behind(cart.id)
@@ -496,7 +512,13 @@ class Pipeline:
             self.finish(cart_id)
 
     def finish(self, cart_id: int) -> None:
-        """Make a cart whose files are all verified ready; only the claimant gets here."""
+        """Make a cart whose files are all verified ready; only the step holding the cart's
+        claim does, so a bundle is never written twice at once."""
+        with self.watch.claiming_cart(cart_id) as mine:
+            if mine:
+                self._finish(cart_id)
+
+    def _finish(self, cart_id: int) -> None:
         cart = self.store.get_cart(cart_id)
         if cart is None:
             return

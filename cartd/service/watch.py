@@ -1,40 +1,137 @@
-"""Which carts this process is working on, so a deleted or evicted cart's work stops within
-a second, even a request blocked on the archive.
+"""What this process's steps are working on, kept true in the shared database.
 
-The database is the only place that knows a cart was deleted (the DELETE may have come
-to another process), so while any step is under way one query every `interval` asks
-which of the carts being worked on are still being made, and aborts the work of the
-others (`archive.base.Abort`).
+Two duties, one thread, while any step is under way:
+
+- **Claims.** A step claims the rows it works on (a file it pulls, a cart it sizes or
+  bundles) with a conditional update, so that two workers (two processes, or a task
+  delivered twice) never work on the same thing. A claim lasts `claim_seconds` and is
+  renewed while its step runs; a claim whose process died expires by itself.
+- **Stopping deleted carts.** The database is the only place that knows a cart was
+  deleted or evicted (the DELETE may have come to another process), so every
+  `interval` one query asks which of the carts being worked on are still being made,
+  and aborts the archive requests of the others (`archive.base.Abort`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-from collections.abc import Callable, Collection, Iterator
+import time
+import uuid
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from cartd.archive.base import Abort
+from cartd.db.store import CartStore
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two looks at the carts being worked on.
 WATCH_INTERVAL = 0.5
+#: Seconds a claim lasts unless renewed; renewed every third of that while its step runs.
+CLAIM_SECONDS = 60.0
+
+
+@dataclass
+class _Claim:
+    files: set[int] = field(default_factory=set)
+    carts: set[int] = field(default_factory=set)
+
+
+def _host() -> str:
+    return socket.gethostname()[:36]
+
+
+def _token() -> str:
+    """Names one step: host, process and a random part (two threads of one process may
+    be handed the same task)."""
+    return f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _dead_here(holder: str) -> bool:
+    """A claim of a process of this host that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != _host() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 class CartWatch:
     def __init__(
         self,
-        still_active: Callable[[Collection[int]], Collection[int]],
+        store: CartStore,
         interval: float = WATCH_INTERVAL,
+        claim_seconds: float = CLAIM_SECONDS,
     ) -> None:
-        self._still_active = still_active
+        self._store = store
         self._interval = interval
+        self.claim_seconds = claim_seconds
         self._lock = threading.Lock()
         self._work: dict[int, tuple[Abort, int]] = {}  # cart id -> (its abort, steps on it)
+        self._claims: dict[str, _Claim] = {}
+        self._renewed = time.monotonic()
         self._busy = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+
+    # -- claims --------------------------------------------------------------------------
+
+    @contextmanager
+    def claiming_files(self, file_ids: Collection[int]) -> Iterator[set[int]]:
+        """Claim the files that no live step works on; yield those claimed, released after."""
+        token = _token()
+        claimed = self._store.claim_files(file_ids, token, self._claim_end())
+        with self._holding(token, _Claim(files=claimed)):
+            yield claimed
+
+    @contextmanager
+    def claiming_cart(self, cart_id: int) -> Iterator[bool]:
+        """Claim a cart for one step; yield whether it was had, released after."""
+        token = _token()
+        had = self._store.claim_cart(cart_id, token, self._claim_end())
+        with self._holding(token, _Claim(carts={cart_id} if had else set())):
+            yield had
+
+    @contextmanager
+    def _holding(self, token: str, claim: _Claim) -> Iterator[None]:
+        if not claim.files and not claim.carts:
+            yield
+            return
+        with self._lock:
+            self._claims[token] = claim
+            self._busy.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._claims[token]
+            try:
+                self._store.release_claims(token, claim.files, claim.carts)
+            except Exception:
+                log.warning("could not release claims (they expire by themselves)", exc_info=True)
+
+    def _claim_end(self) -> float:
+        return time.time() + self.claim_seconds
+
+    def renew(self) -> None:
+        """Extend every claim of this process's running steps."""
+        with self._lock:
+            claims = {token: (set(c.files), set(c.carts)) for token, c in self._claims.items()}
+        until = self._claim_end()
+        for token, (file_ids, cart_ids) in claims.items():
+            self._store.renew_claims(token, file_ids, cart_ids, until)
+
+    # -- deleted carts -------------------------------------------------------------------
 
     @contextmanager
     def working_on(self, cart_id: int) -> Iterator[Abort]:
@@ -59,13 +156,25 @@ class CartWatch:
             watched = {cart_id: abort for cart_id, (abort, _) in self._work.items()}
         if not watched:
             return
-        active = set(self._still_active(list(watched)))
+        active = self._store.active_among(list(watched))
         for cart_id, abort in watched.items():
             if cart_id not in active and not abort.aborted:
                 log.info("cart %d is no longer being made: stopping its work", cart_id)
                 abort.abort()
 
+    # -- the thread ----------------------------------------------------------------------
+
+    def release_dead(self) -> None:
+        """Drop the claims of processes of this host that died (killed, crashed): their
+        work is taken up at once rather than when the claims expire. Those of other hosts
+        expire by themselves."""
+        dead = {holder for holder in self._store.claim_holders() if _dead_here(holder)}
+        if dead:
+            log.info("releasing the claims of %d steps of processes that died", len(dead))
+            self._store.release_holders(dead)
+
     def start(self) -> None:
+        self.release_dead()
         if self._thread is None:
             self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="cartd-watch", daemon=True)
@@ -82,11 +191,14 @@ class CartWatch:
     def _run(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                while not self._work and not self._stopping.is_set():
+                while not (self._work or self._claims) and not self._stopping.is_set():
                     self._busy.wait()  # nothing under way: no queries at all
             if self._stopping.wait(self._interval):
                 return
             try:
                 self.check()
+                if time.monotonic() - self._renewed >= self.claim_seconds / 3:
+                    self._renewed = time.monotonic()
+                    self.renew()
             except Exception:
-                log.exception("looking for deleted carts failed; trying again")
+                log.exception("watching the steps under way failed; trying again")
