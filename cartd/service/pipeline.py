@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cartd.archive.base import Abort, Archive, ArchiveFile
@@ -31,6 +31,7 @@ from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.durable import DurableFile
 from cartd.errors import (
+    ArchiveError,
     CartGone,
     ChecksumMismatch,
     PermanentArchiveError,
@@ -114,6 +115,19 @@ class _Verified:
         return items
 
 
+@dataclass
+class _Batch:
+    """What the steps of one `advance` call share."""
+
+    verified: _Verified = field(default_factory=_Verified)
+    start: list[int] = field(default_factory=list)  # other files that may start now
+    #: What the archive said of each file sized together at the start of the batch, or
+    #: the fault it answered with (raised again by the file's own step).
+    known: dict[int, ArchiveFile | ArchiveError] = field(default_factory=dict)
+    #: Carts whose reservation this batch already tried: True once held.
+    reserved: dict[int, bool] = field(default_factory=dict)
+
+
 def _reason(exc: OSError) -> str:
     """What went wrong on the volume, without the volume's paths (clients see it)."""
     return exc.strerror or type(exc).__name__
@@ -159,32 +173,66 @@ class Pipeline:
         Files pulled here are recorded verified in groups (one folder sync and one
         commit for many files): for small files those cost more than the pull itself.
         """
-        verified = _Verified()
+        batch = _Batch()
         delays: list[float | None] = []
-        start: list[int] = []
         with self.watch.claiming_files(file_ids) as claimed:
             loaded = self.store.load_steps(file_ids)
+            steps = self._size_together(
+                [loaded[file_id] for file_id in file_ids if file_id in claimed], batch
+            )
             for file_id in file_ids:
-                step = loaded.get(file_id)
-                if step is None:
+                if file_id not in loaded:
                     delays.append(None)
                     continue
-                file, cart = step
                 if file_id not in claimed:
                     # Verified, failed, or another step has it and schedules what follows.
+                    file, cart = loaded[file_id]
                     if file.status is FileStatus.STAGED:
                         self._finish_if_complete(cart.id)
                     delays.append(None)
                     continue
-                if verified.due(upcoming=file.size or 0):
-                    self._record(verified)
-                delays.append(self._advance(file, cart, verified, start))
-            self._record(verified)
-        return Advanced(delays, start)
+                file, cart = steps[file_id]
+                if batch.verified.due(upcoming=file.size or 0):
+                    self._record(batch.verified)
+                delays.append(self._advance(file, cart, batch))
+            self._record(batch.verified)
+        return Advanced(delays, batch.start)
 
-    def _advance(
-        self, file: CartFile, cart: Cart, verified: _Verified, start: list[int]
-    ) -> float | None:
+    def _size_together(
+        self, steps: list[tuple[CartFile, Cart]], batch: _Batch
+    ) -> dict[int, tuple[CartFile, Cart]]:
+        """Ask the archive about the files of the batch whose carts wait for their sizes,
+        all at once, and write what it said in one transaction: a cart's sizing is shared
+        by every worker, a batch at a time. Returns the steps with what was learnt."""
+        found: list[tuple[int, int, float, bool]] = []
+        updated = {}
+        for file, cart in steps:
+            updated[file.id] = (file, cart)
+            if not (
+                cart.status.is_active
+                and cart.reserved_bytes is None
+                and file.status in _OPEN
+                and file.size is None
+                and file.hashsum
+                and (file.next_attempt_at or 0.0) - time.time() <= EARLY
+            ):
+                continue
+            try:
+                with self.watch.working_on(cart.id) as abort:
+                    info = self.archive.status(file.archive_id, abort)
+            except ArchiveError as exc:
+                batch.known[file.id] = exc  # the file's own step deals with it
+                continue
+            except CartGone:
+                continue  # the file's own step finds the cart gone
+            batch.known[file.id] = info
+            found.append((file.id, info.size, info.mtime, info.on_disk))
+            file = replace(file, size=info.size, mtime=info.mtime, on_disk=info.on_disk)
+            updated[file.id] = (file, cart)
+        self.store.record_sizes(found)
+        return updated
+
+    def _advance(self, file: CartFile, cart: Cart, batch: _Batch) -> float | None:
         if not cart.status.is_active:
             return None
         if file.status is FileStatus.STAGED:
@@ -199,7 +247,7 @@ class Pipeline:
             self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
         try:
             with self.watch.working_on(cart.id) as abort:
-                return self._step(cart, file, verified, abort, start)
+                return self._step(cart, file, batch, abort)
         except CartGone:
             self._left_behind(cart.id)
         except TransientArchiveError as exc:
@@ -220,15 +268,13 @@ class Pipeline:
             return self._retry_later(cart, file, f"internal error: {type(exc).__name__}")
         return None
 
-    def _step(
-        self, cart: Cart, file: CartFile, verified: _Verified, abort: Abort, start: list[int]
-    ) -> float | None:
+    def _step(self, cart: Cart, file: CartFile, batch: _Batch, abort: Abort) -> float | None:
         if not file.hashsum:
             raise PermanentArchiveError(f"no {file.hashtype} checksum was given to verify it")
         if self._verified_before_crash(cart, file):
             self._finish_if_complete(cart.id)
             return None
-        info = self._where_is(file, abort)
+        info = self._where_is(file, batch, abort)
         if not info.on_disk:
             if file.status is FileStatus.WAITING:
                 self.archive.stage(file.archive_id, abort)
@@ -245,8 +291,7 @@ class Pipeline:
                 next_attempt_at=time.time() + delay,
             )
             if cart.reserved_bytes is None:
-                # Its size is known now: it may complete the picture.
-                start += self._reserve(cart) or []
+                self._reserve_once(cart, batch)  # its size is known: it may complete the picture
             _log(cart, file).info("on tape; asking again in %.1fs", delay)
             return delay
         if cart.reserved_bytes is None:
@@ -254,16 +299,29 @@ class Pipeline:
                 self.store.move_file(
                     file.id, expect=_OPEN, size=info.size, mtime=info.mtime, on_disk=True
                 )
-            parked = self._reserve(cart)
-            if parked is None:
-                return None
-            start += parked
-        self._pull(cart, file, info, verified, abort)
+            if not self._reserve_once(cart, batch):
+                return None  # parked until the cart's space is held
+        self._pull(cart, file, info, batch.verified, abort)
         return None
 
-    def _where_is(self, file: CartFile, abort: Abort) -> ArchiveFile:
-        """What the archive says of the file; a file seen on disk is not asked about again
-        (a failed pull forgets that, so the retry asks afresh)."""
+    def _reserve_once(self, cart: Cart, batch: _Batch) -> bool:
+        """`_reserve`, tried once per cart and batch (the sizes it waits for do not change
+        within a batch); True once the cart's space is held."""
+        if cart.id not in batch.reserved:
+            parked = self._reserve(cart)
+            batch.reserved[cart.id] = parked is not None
+            batch.start += parked or []
+        return batch.reserved[cart.id]
+
+    def _where_is(self, file: CartFile, batch: _Batch, abort: Abort) -> ArchiveFile:
+        """What the archive says of the file: as the batch's sizing heard it, else asked now;
+        a file seen on disk is not asked about again (a failed pull forgets that, so the
+        retry asks afresh)."""
+        known = batch.known.pop(file.id, None)
+        if isinstance(known, ArchiveError):
+            raise known
+        if known is not None:
+            return known
         if file.on_disk and file.size is not None and file.mtime is not None:
             return ArchiveFile(size=file.size, mtime=file.mtime, on_disk=True)
         return self.archive.status(file.archive_id, abort)
@@ -271,60 +329,18 @@ class Pipeline:
     # -- the cart's first step -------------------------------------------------------------
 
     def size_cart(self, cart_id: int) -> list[int]:
-        """Ask the archive about every file of a new cart in one pass, then reserve its space;
-        return the files to step now.
+        """A new cart's first step: return its files to step now.
 
-        An optimisation over letting each file ask for itself: one thread's keep-alive
-        HEADs keep a one-request-at-a-time archive just as busy, the sizes are written
-        in one transaction, and after the reservation every file on disk goes straight to
-        its pull. A file this pass could not size (a passing fault) is left to its own
-        step, which retries; nothing here is needed for correctness.
+        Each batch of file steps asks the archive about its files together and writes
+        their sizes in one transaction (`_size_together`), so sizing a large cart is
+        shared by every worker; the batch that completes the picture reserves the cart's
+        space and starts the files parked meanwhile.
         """
         cart = self.store.get_cart(cart_id)
         if cart is None or not cart.status.is_active or cart.reserved_bytes is not None:
             return []
-        try:
-            with self.watch.claiming_cart(cart.id) as mine, self.watch.working_on(cart.id) as abort:
-                if not mine:
-                    return []  # another step is sizing it
-                return self._size_cart(cart, abort)
-        except CartGone:
-            self._left_behind(cart.id)
-            return []
-        except Exception:
-            # Never let the shortcut hold a cart up: its files can always size themselves.
-            _log(cart).exception("sizing pass failed; each file asks for itself")
-            return [file.id for file in self.store.files_of(cart.id) if file.status in _OPEN]
-
-    def _size_cart(self, cart: Cart, abort: Abort) -> list[int]:
         self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
-        found: list[tuple[int, int, float, bool]] = []
-        unsized: list[int] = []
-        for file in self.store.files_of(cart.id):
-            if file.status not in _OPEN or file.size is not None:
-                continue
-            if not file.hashsum:
-                unsized.append(file.id)  # its own step fails it, naming the cause
-                continue
-            try:
-                info = self.archive.status(file.archive_id, abort)
-            except PermanentArchiveError as exc:
-                self.store.record_sizes(found)
-                self.metrics.archive_error("permanent")
-                self._fail(cart, file, exc.message)
-                return []
-            except TransientArchiveError:
-                unsized.append(file.id)
-                continue
-            found.append((file.id, info.size, info.mtime, info.on_disk))
-        self.store.record_sizes(found)
-        on_tape = [file_id for file_id, _, _, on_disk in found if not on_disk]
-        start = unsized + on_tape  # their own steps stage, poll and retry
-        if not unsized:
-            current = self.store.get_cart(cart.id)
-            if current is not None:
-                start += self._reserve(current) or []
-        return start
+        return [file.id for file in self.store.files_of(cart.id) if file.status in _OPEN]
 
     # -- space ---------------------------------------------------------------------------
 
