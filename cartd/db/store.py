@@ -337,7 +337,8 @@ class CartStore:
         return bool(result.rowcount)
 
     def record_verified(self, verified: Sequence[tuple[int, int, float]]) -> set[int]:
-        """Mark many files verified in one transaction: (file id, size, mtime) each.
+        """Mark many files verified in one transaction: (file id, size, mtime) each, and end
+        the claims on them.
 
         Returns the ids actually moved; a file whose cart was deleted or failed meanwhile
         is left as it is. One commit for a group of files is what makes a cart of many
@@ -352,6 +353,8 @@ class CartStore:
                     "attempts": 0,
                     "error": None,
                     "next_attempt_at": None,
+                    "claimed_by": None,
+                    "claimed_until": None,
                 }
                 if self._move_file(connection, file_id, FileStatus.STAGED, None, fields):
                     moved.add(file_id)

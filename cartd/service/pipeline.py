@@ -43,7 +43,7 @@ from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
-from cartd.service.watch import CLAIM_SECONDS, CartWatch
+from cartd.service.watch import CLAIM_SECONDS, CartWatch, HeldFiles
 from cartd.space_plan import NO_SPACE
 from cartd.status import CartStatus, FileStatus
 from cartd.storage import Volume
@@ -126,6 +126,7 @@ class _Batch:
     known: dict[int, ArchiveFile | ArchiveError] = field(default_factory=dict)
     #: Carts whose reservation this batch already tried: True once held.
     reserved: dict[int, bool] = field(default_factory=dict)
+    claimed: HeldFiles | None = None
 
 
 def _reason(exc: OSError) -> str:
@@ -176,6 +177,7 @@ class Pipeline:
         batch = _Batch()
         delays: list[float | None] = []
         with self.watch.claiming_files(file_ids) as claimed:
+            batch.claimed = claimed
             loaded = self.store.load_steps(file_ids)
             steps = self._size_together(
                 [loaded[file_id] for file_id in file_ids if file_id in claimed], batch
@@ -193,9 +195,9 @@ class Pipeline:
                     continue
                 file, cart = steps[file_id]
                 if batch.verified.due(upcoming=file.size or 0):
-                    self._record(batch.verified)
+                    self._record(batch)
                 delays.append(self._advance(file, cart, batch))
-            self._record(batch.verified)
+            self._record(batch)
         return Advanced(delays, batch.start)
 
     def _size_together(
@@ -433,9 +435,10 @@ class Pipeline:
         # file in place and checks its bytes again (`_verified_before_crash`).
         verified.add(cart, file, received, info.mtime, final.parent)
 
-    def _record(self, verified: _Verified) -> None:
-        """Make a group of files in place durable, then record them verified."""
-        group = verified.take()
+    def _record(self, batch: _Batch) -> None:
+        """Make a group of files in place durable, then record them verified (which ends
+        their claims too)."""
+        group = batch.verified.take()
         if not group:
             return
         for folder in {item.folder for item in group}:
@@ -443,6 +446,8 @@ class Pipeline:
         moved = self.store.record_verified(
             [(item.file.id, item.size, item.mtime) for item in group]
         )
+        if batch.claimed is not None:
+            batch.claimed.settled(moved)
         recorded: set[int] = set()
         for item in group:
             if item.file.id in moved:

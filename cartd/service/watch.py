@@ -41,6 +41,21 @@ class _Claim:
     carts: set[int] = field(default_factory=set)
 
 
+class HeldFiles:
+    """The files a step claimed. Those whose claim the step's own write cleared (a file
+    recorded verified) are `settled` and need no release of their own."""
+
+    def __init__(self, claim: _Claim) -> None:
+        self._claim = claim
+        self.ids = frozenset(claim.files)
+
+    def __contains__(self, file_id: int) -> bool:
+        return file_id in self.ids
+
+    def settled(self, file_ids: Collection[int]) -> None:
+        self._claim.files.difference_update(file_ids)
+
+
 def _host() -> str:
     return socket.gethostname()[:36]
 
@@ -87,12 +102,13 @@ class CartWatch:
     # -- claims --------------------------------------------------------------------------
 
     @contextmanager
-    def claiming_files(self, file_ids: Collection[int]) -> Iterator[set[int]]:
-        """Claim the files that no live step works on; yield those claimed, released after."""
+    def claiming_files(self, file_ids: Collection[int]) -> Iterator[HeldFiles]:
+        """Claim the files that no live step works on; yield those claimed, released after
+        (but for those settled meanwhile)."""
         token = _token()
-        claimed = self._store.claim_files(file_ids, token, self._claim_end())
-        with self._holding(token, _Claim(files=claimed)):
-            yield claimed
+        claim = _Claim(files=self._store.claim_files(file_ids, token, self._claim_end()))
+        with self._holding(token, claim):
+            yield HeldFiles(claim)
 
     @contextmanager
     def claiming_cart(self, cart_id: int) -> Iterator[bool]:
@@ -115,10 +131,15 @@ class CartWatch:
         finally:
             with self._lock:
                 del self._claims[token]
-            try:
-                self._store.release_claims(token, claim.files, claim.carts)
-            except Exception:
-                log.warning("could not release claims (they expire by themselves)", exc_info=True)
+            self._release(token, claim)
+
+    def _release(self, token: str, claim: _Claim) -> None:
+        if not claim.files and not claim.carts:
+            return  # every claim was cleared by the step's own writes
+        try:
+            self._store.release_claims(token, claim.files, claim.carts)
+        except Exception:
+            log.warning("could not release claims (they expire by themselves)", exc_info=True)
 
     def _claim_end(self) -> float:
         return time.time() + self.claim_seconds
