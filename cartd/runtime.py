@@ -55,7 +55,10 @@ def volume_snapshot(store: CartStore, space: SpaceLedger) -> VolumeSnapshot:
 def open_engine(settings: Settings) -> Engine:
     url = database_url(settings.database_url, settings.volume_path)
     engine = make_engine(
-        url, echo=settings.database_debug_logging, pool_size=settings.stage_workers + 4
+        url,
+        echo=settings.database_debug_logging,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
     )
     wait_for_database(engine, settings.database_connect_attempts, settings.database_connect_wait)
     return engine
