@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cartd.config import Settings, load_settings
 from cartd.errors import CartdError
@@ -28,6 +30,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        return _serve_processes(args)
     import uvicorn
 
     from cartd.api.app import create_app
@@ -41,6 +45,37 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level.lower(),
         log_config=None,  # uvicorn's lines go through cartd's formatter too
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+    )
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace) -> int:
+    """N uvicorn worker processes of `cartd.asgi:app` behind one socket.
+
+    Everything a worker builds is built here once first and closed (settings, the
+    database within its connect attempts, the schema, which a SQLite volume gets
+    upgraded here rather than by N processes at once), so a wrong setting exits 2 with
+    one line instead of N workers failing. The workers read the same settings: `-c` and
+    the log options go to them through the environment.
+    """
+    import uvicorn
+
+    from cartd.runtime import build_runtime
+
+    build_runtime(_settings(args)).close()
+    if args.config:
+        os.environ["CARTD_CONFIG"] = str(Path(args.config).expanduser().absolute())
+    os.environ["CARTD_LOG_LEVEL"] = args.log_level
+    os.environ["CARTD_LOG_FORMAT"] = args.log_format
+    log.info("serving with %d worker processes", args.workers)
+    uvicorn.run(
+        "cartd.asgi:app",
+        host=args.address,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level.lower(),
+        log_config=None,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return 0
@@ -234,6 +269,16 @@ def purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cartd", description="Data carts for scientific archives (Pacifica Cartd compatible)."
@@ -266,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd = command("serve", "Run the HTTP API and, with no broker configured, the worker.")
     serve_cmd.add_argument("-a", "--address", default="127.0.0.1", help="default 127.0.0.1")
     serve_cmd.add_argument("-p", "--port", type=int, default=8081, help="default 8081")
+    serve_cmd.add_argument(
+        "-w",
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="API processes sharing the port (default 1); with no broker, one of them at a"
+        " time runs the staging steps",
+    )
     serve_cmd.set_defaults(handler=serve)
 
     command("dbsync", "Create or upgrade the database schema.").set_defaults(handler=dbsync)

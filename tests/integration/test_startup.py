@@ -23,6 +23,7 @@ URLS = {
     "command",
     [
         ("serve", "-p", "0"),
+        ("serve", "--workers", "2", "-p", "0"),
         ("dbsync",),
         ("dbchk",),
         ("stuck",),
