@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
 from cartd.config import Settings, load_settings
 from cartd.errors import CartdError
@@ -27,6 +30,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        return _serve_processes(args)
     import uvicorn
 
     from cartd.api.app import create_app
@@ -40,6 +45,37 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level.lower(),
         log_config=None,  # uvicorn's lines go through cartd's formatter too
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+    )
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace) -> int:
+    """N uvicorn worker processes of `cartd.asgi:app` behind one socket.
+
+    Everything a worker builds is built here once first and closed (settings, the
+    database within its connect attempts, the schema, which a SQLite volume gets
+    upgraded here rather than by N processes at once), so a wrong setting exits 2 with
+    one line instead of N workers failing. The workers read the same settings: `-c` and
+    the log options go to them through the environment.
+    """
+    import uvicorn
+
+    from cartd.runtime import build_runtime
+
+    build_runtime(_settings(args)).close()
+    if args.config:
+        os.environ["CARTD_CONFIG"] = str(Path(args.config).expanduser().absolute())
+    os.environ["CARTD_LOG_LEVEL"] = args.log_level
+    os.environ["CARTD_LOG_FORMAT"] = args.log_format
+    log.info("serving with %d worker processes", args.workers)
+    uvicorn.run(
+        "cartd.asgi:app",
+        host=args.address,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level.lower(),
+        log_config=None,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return 0
@@ -97,10 +133,87 @@ def fixit(args: argparse.Namespace) -> int:
                 code = 1
                 continue
             if not fixed:
-                print(f"cart {uid}: not in error, nothing to fix")
+                print(f"cart {uid}: neither in error nor being made, nothing to fix")
             for item in fixed:
-                print(f"cart {uid}: {item.files} files put back to be staged again")
+                print(
+                    f"cart {uid}: {item.files} files put back to be staged again"
+                    f" (it was {item.cart.status.value})"
+                )
     return code
+
+
+#: Files not verified listed per stuck cart in the text output (all are in --json).
+STUCK_FILES_SHOWN = 10
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for size, unit, smaller, small_unit in (
+        (86400, "d", 3600, "h"),
+        (3600, "h", 60, "m"),
+        (60, "m", 1, "s"),
+    ):
+        if seconds >= size:
+            return f"{seconds // size}{unit} {seconds % size // smaller:02d}{small_unit}"
+    return f"{seconds}s"
+
+
+def stuck(args: argparse.Namespace) -> int:
+    before = parse_time_ago(args.older_than)
+    with _admin(args) as admin:
+        found = admin.stuck(before)
+    if args.json:
+        document = [
+            {
+                "uid": item.cart.uid,
+                "id": item.cart.id,
+                "status": item.cart.status.value,
+                "files_total": item.files_total,
+                "files_verified": item.files_verified,
+                "last_progress": item.last_progress.isoformat(),
+                "holding": [
+                    {
+                        "id": file.archive_id,
+                        "path": file.path,
+                        "status": file.status.value,
+                        "attempts": file.attempts,
+                        "polls": file.polls,
+                        "error": file.error,
+                    }
+                    for file in item.holding
+                ],
+            }
+            for item in found
+        ]
+        print(json.dumps(document, indent=2))
+        return 0
+    since = f"{before.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    if not found:
+        print(f"no cart is stuck: every cart being made progressed since {since}")
+        return 0
+    moment = datetime.now(UTC)
+    for item in found:
+        print(
+            f"{item.cart.uid}  {item.cart.status.value}"
+            f"  files {item.files_verified}/{item.files_total} verified"
+            f"  last progress {item.last_progress:%Y-%m-%d %H:%M:%S} UTC"
+            f" ({_ago((moment - item.last_progress).total_seconds())} ago)"
+        )
+        if not item.holding:
+            print("    every file verified; the cart was never finished")
+        for file in item.holding[:STUCK_FILES_SHOWN]:
+            note = f"  error: {file.error}" if file.error else ""
+            print(
+                f"    {file.archive_id}  {file.path}  {file.status.value}"
+                f"  tries {file.attempts}  polls {file.polls}{note}"
+            )
+        if len(item.holding) > STUCK_FILES_SHOWN:
+            print(f"    ... and {len(item.holding) - STUCK_FILES_SHOWN} more files not verified")
+    print(
+        f"{len(found)} carts with no progress since {since};"
+        " `cartd fixit --cartid UID...` re-drives them"
+    )
+    return 0
 
 
 def dump(args: argparse.Namespace) -> int:
@@ -156,6 +269,16 @@ def purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cartd", description="Data carts for scientific archives (Pacifica Cartd compatible)."
@@ -188,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd = command("serve", "Run the HTTP API and, with no broker configured, the worker.")
     serve_cmd.add_argument("-a", "--address", default="127.0.0.1", help="default 127.0.0.1")
     serve_cmd.add_argument("-p", "--port", type=int, default=8081, help="default 8081")
+    serve_cmd.add_argument(
+        "-w",
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="API processes sharing the port (default 1); with no broker, one of them at a"
+        " time runs the staging steps",
+    )
     serve_cmd.set_defaults(handler=serve)
 
     command("dbsync", "Create or upgrade the database schema.").set_defaults(handler=dbsync)
@@ -202,11 +334,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     fix = command(
         "fixit",
-        "Send the failed files of carts in error through the pipeline again; a running"
-        " cartd picks them up within seconds.",
+        "Re-drive carts in error or still being made: every file not verified yet is put"
+        " back to be staged now (failed files with their tries and error forgotten), and a"
+        " cart in error goes back to staging; a running cartd picks them up within seconds.",
     )
     fix.add_argument("--cartid", nargs="+", required=True, metavar="UID", help="cart uids")
     fix.set_defaults(handler=fixit)
+
+    late = command(
+        "stuck",
+        "List carts still being made (waiting, staging, bundling) that have made no progress"
+        " for a while: no step has recorded anything about the cart or any of its files"
+        " since. A file on tape is asked about at least every cartd.poll_max seconds, so"
+        " a cart waiting on tape is listed only for a shorter duration.",
+    )
+    late.add_argument(
+        "--older-than",
+        default="1 hour",
+        metavar="DURATION",
+        help="no progress for that long: e.g. '30 minutes', '2 hours' (default 1 hour),"
+        " or since an ISO date",
+    )
+    late.add_argument("--json", action="store_true", help="as JSON")
+    late.set_defaults(handler=stuck)
 
     show = command("dump", "List the live carts with their files and statuses.")
     show.add_argument("--json", action="store_true", help="as JSON")

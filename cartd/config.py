@@ -139,6 +139,20 @@ KEYS: tuple[Key, ...] = (
         "Seconds between those attempts.",
     ),
     Key(
+        "database_pool_size",
+        "database",
+        "pool_size",
+        "DATABASE_POOL_SIZE",
+        "Database connections each process keeps open (default: cartd.stage_workers + 4).",
+    ),
+    Key(
+        "database_max_overflow",
+        "database",
+        "max_overflow",
+        "DATABASE_MAX_OVERFLOW",
+        "Connections a process may open beyond its pool at a busy moment (default: the pool size).",
+    ),
+    Key(
         "database_debug_logging",
         "database",
         "debug_logging",
@@ -227,6 +241,8 @@ class Settings(BaseModel):
     database_connect_attempts: int = Field(10, ge=1)
     database_connect_wait: float = Field(20.0, ge=0)
     database_debug_logging: bool = False
+    database_pool_size: int | None = Field(None, ge=1)
+    database_max_overflow: int | None = Field(None, ge=0)
     archive_timeout: float = Field(60.0, gt=0)
     stage_workers: int = Field(4, ge=1, le=256)
     retry_attempts: int = Field(6, ge=1)
@@ -257,6 +273,24 @@ class Settings(BaseModel):
     @classmethod
     def _volume_path(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("database_pool_size", "database_max_overflow", mode="before")
+    @classmethod
+    def _unset_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
+
+    @property
+    def pool_size(self) -> int:
+        """Connections kept per process: one per staging thread, plus a few for requests."""
+        if self.database_pool_size is not None:
+            return self.database_pool_size
+        return self.stage_workers + 4
+
+    @property
+    def max_overflow(self) -> int:
+        if self.database_max_overflow is not None:
+            return self.database_max_overflow
+        return self.pool_size
 
     @field_validator("broker_url", "backend_url", "database_url", mode="before")
     @classmethod

@@ -50,3 +50,14 @@ class Progress:
     files_staged: int
     bytes_total: int  # of the files whose size the archive has told us
     bytes_staged: int
+
+
+@dataclass(frozen=True)
+class StuckCart:
+    """A cart still being made that has recorded no progress for a while (`cartd stuck`)."""
+
+    cart: Cart
+    files_total: int
+    files_verified: int
+    last_progress: datetime  # the newest write to the cart's row or any of its files' rows
+    holding: list[CartFile]  # its files not verified yet, in order

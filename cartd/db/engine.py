@@ -108,7 +108,11 @@ class Writer:
             writing.discard(self._key)
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:
+def make_engine(
+    url: str, *, echo: bool = False, pool_size: int = 8, max_overflow: int | None = None
+) -> Engine:
+    """An engine for `url`; `max_overflow` defaults to `pool_size`."""
+    overflow = pool_size if max_overflow is None else max_overflow
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -121,7 +125,7 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:
             echo=echo,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=overflow,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -132,7 +136,7 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 8) -> Engine:
         echo=echo,
         pool_pre_ping=True,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=overflow,
         pool_recycle=3600,
     )
 

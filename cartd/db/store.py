@@ -32,7 +32,7 @@ from sqlalchemy.sql import ColumnElement, Update
 
 from cartd.db.engine import Writer
 from cartd.db.models import CartRow, FileRow
-from cartd.records import Cart, CartFile, Progress
+from cartd.records import Cart, CartFile, Progress, StuckCart
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
@@ -407,21 +407,44 @@ class CartStore:
                 )
             )
 
-    def reopen_failed(self, cart_id: int) -> list[int] | None:
-        """Send a cart in error back to staging with its failed files reset, in one
-        transaction; return the files to drive, or None when the cart was not in error
-        (made ready, deleted or evicted meanwhile: then nothing is changed)."""
-        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
+    def redrive(self, cart_id: int) -> int | None:
+        """Put every file of the cart not yet verified back to be driven now, in one
+        transaction: `fixit`'s move, as the original's fixit re-drives any such file.
+
+        A cart in error goes back to staging and its failed files to waiting with their
+        tries, polls and error forgotten; files still waiting or staging are made due now
+        with their tries reset and the archive asked afresh. Returns how many files were
+        put back, or None when the cart is neither in error nor still being made (made
+        ready, deleted or evicted meanwhile): then nothing is changed. The cart's row is
+        written first, by a guarded update, so a racing eviction or DELETE either waits
+        for this transaction or makes it change nothing.
+        """
         assert CartStatus.ERROR in cart_sources(CartStatus.STAGING)
+        assert FileStatus.ERROR in file_sources(FileStatus.WAITING)
+        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
+        stamp = now()
         with self._writing() as connection:
-            moved = connection.execute(
+            reopened = connection.execute(
                 carts.update()
                 .where(carts.c.id == cart_id, carts.c.status == CartStatus.ERROR.value)
-                .values(status=CartStatus.STAGING.value, error=None, updated_at=now())
-            )
-            if not moved.rowcount:
-                return None
-            connection.execute(
+                .values(status=CartStatus.STAGING.value, error=None, updated_at=stamp)
+            ).rowcount
+            if not reopened:
+                touched = connection.execute(
+                    carts.update()
+                    .where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE))
+                    .values(updated_at=stamp)
+                ).rowcount
+                if not touched:
+                    return None
+            # The open files first, so the failed ones moved to waiting below are not
+            # counted twice.
+            due_now = connection.execute(
+                files.update()
+                .where(files.c.cart_id == cart_id, files.c.status.in_(open_files))
+                .values(attempts=0, on_disk=None, next_attempt_at=None, updated_at=stamp)
+            ).rowcount
+            failed = connection.execute(
                 files.update()
                 .where(files.c.cart_id == cart_id, files.c.status == FileStatus.ERROR.value)
                 .values(
@@ -431,16 +454,10 @@ class CartStore:
                     error=None,
                     on_disk=None,
                     next_attempt_at=None,
-                    updated_at=now(),
+                    updated_at=stamp,
                 )
-            )
-            return list(
-                connection.scalars(
-                    select(files.c.id)
-                    .where(files.c.cart_id == cart_id, files.c.status.in_(open_files))
-                    .order_by(files.c.id)
-                )
-            )
+            ).rowcount
+            return int(due_now) + int(failed)
 
     def count_by_status(self) -> dict[str, int]:
         """Live carts per status, every status present (zero when none)."""
@@ -453,6 +470,80 @@ class CartStore:
             ):
                 counts[status] = int(count)
         return counts
+
+    def stuck(self, before: datetime) -> list[StuckCart]:
+        """Carts still being made whose row and files' rows were all last written before
+        `before`, with their counts and the files that hold them, in one query.
+
+        Every step writes what it learns to the file's row (a poll of a file on tape
+        too), and every move of the cart writes the cart's row: so a cart listed here
+        has seen no step since `before`. A single pull longer than that writes nothing
+        until it ends, so it too shows here.
+        """
+        before = before.astimezone(UTC)
+        live = and_(carts.c.status.in_(_ACTIVE), carts.c.updated_at < before)
+        tally = (
+            select(
+                files.c.cart_id.label("cart_id"),
+                func.count(files.c.id).label("total"),
+                func.coalesce(func.sum(case((_STAGED, 1), else_=0)), 0).label("verified"),
+                func.max(files.c.updated_at).label("last_file"),
+            )
+            .join(carts, carts.c.id == files.c.cart_id)
+            .where(live)
+            .group_by(files.c.cart_id)
+            .subquery("tally")
+        )
+        holding = files.alias("holding")
+        statement = (
+            select(
+                carts,
+                tally.c.total,
+                tally.c.verified,
+                tally.c.last_file,
+                *[column.label(f"file__{column.name}") for column in holding.c],
+            )
+            .join(tally, tally.c.cart_id == carts.c.id)
+            .outerjoin(
+                holding,
+                and_(
+                    holding.c.cart_id == carts.c.id,
+                    holding.c.status != FileStatus.STAGED.value,
+                ),
+            )
+            .where(live, tally.c.last_file < before)
+            .order_by(carts.c.id, holding.c.id)
+        )
+        found: dict[int, StuckCart] = {}
+        with self._reading() as connection:
+            for row in connection.execute(statement):
+                value = row._mapping
+                cart_id = int(value["id"])
+                if cart_id not in found:
+                    cart = _cart(row)
+                    last = max(cart.updated_at, _aware(value["last_file"]))
+                    found[cart_id] = StuckCart(
+                        cart, int(value["total"]), int(value["verified"]), last, []
+                    )
+                if value["file__id"] is not None:
+                    found[cart_id].holding.append(
+                        CartFile(
+                            id=value["file__id"],
+                            cart_id=cart_id,
+                            archive_id=value["file__archive_id"],
+                            path=value["file__path"],
+                            hashtype=value["file__hashtype"],
+                            hashsum=value["file__hashsum"],
+                            status=FileStatus(value["file__status"]),
+                            size=value["file__size"],
+                            mtime=value["file__mtime"],
+                            attempts=value["file__attempts"],
+                            polls=value["file__polls"],
+                            error=value["file__error"],
+                            on_disk=value["file__on_disk"],
+                        )
+                    )
+        return list(found.values())
 
     def live_carts(self) -> list[Cart]:
         with self._reading() as connection:

@@ -1,5 +1,5 @@
-"""The operator's use cases (API.md section 6): check the schema, re-drive failed carts,
-list the carts, purge old ones."""
+"""The operator's use cases (API.md section 6): check the schema, re-drive carts, list the
+carts and those that are stuck, purge old ones."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from cartd.db import migrate
 from cartd.db.store import CartStore
 from cartd.errors import CartNotFound, InvalidRequest
-from cartd.records import Cart, CartFile
+from cartd.records import Cart, CartFile, StuckCart
 from cartd.service.cleanup import discard
 from cartd.status import CartStatus
 from cartd.storage import Volume
@@ -83,19 +83,25 @@ class AdminService:
         return SchemaState(migrate.current_revision(self.engine), migrate.head_revision())
 
     def fixit(self, uid: str) -> list[Fixed]:
-        """Put a failed cart's failed files back through the pipeline; a running cartd picks
-        them up within seconds, a stopped one when it starts."""
+        """Re-drive the uid's carts in error or still being made: every file not verified
+        yet is put back to be driven now, as the original's fixit does. A running cartd
+        picks them up at its next sweep, a stopped one when it starts. Ready carts are
+        left alone."""
         carts = self.store.carts_of(uid)
         if not carts:
             raise CartNotFound(f"No cart with uid {uid} found")
         fixed = []
         for cart in carts:
-            if cart.status is not CartStatus.ERROR:
+            if cart.status is not CartStatus.ERROR and not cart.status.is_active:
                 continue
-            file_ids = self.store.reopen_failed(cart.id)
-            if file_ids is not None:
-                fixed.append(Fixed(cart, len(file_ids)))
+            count = self.store.redrive(cart.id)
+            if count is not None:
+                fixed.append(Fixed(cart, count))
         return fixed
+
+    def stuck(self, before: datetime) -> list[StuckCart]:
+        """Carts still being made with no progress recorded since `before`."""
+        return self.store.stuck(before)
 
     def dump(self) -> list[tuple[Cart, list[CartFile]]]:
         return [(cart, self.store.files_of(cart.id)) for cart in self.store.live_carts()]

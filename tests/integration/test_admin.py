@@ -1,5 +1,5 @@
 """The operator's commands (API.md section 6), run as processes next to a running cartd:
-dbsync, dbchk, fixit, dump, purge, and the original's `pacifica-cartd` and
+dbsync, dbchk, fixit, stuck, dump, purge, and the original's `pacifica-cartd` and
 `pacifica-cartd-cmd` names."""
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def words(output: str) -> str:
     [
         ("dbsync", "Create or upgrade the database schema", "--config"),
         ("dbchk", "Check the database schema", "--equal"),
-        ("fixit", "failed files of carts in error through the pipeline again", "--cartid"),
+        ("fixit", "Re-drive carts in error or still being made", "--cartid"),
+        ("stuck", "List carts still being made (waiting, staging, bundling)", "--older-than"),
         ("dump", "List the live carts with their files and statuses", "--json"),
         ("purge", "Delete finished carts (ready or in error) not used since a time", "--time-ago"),
     ],
@@ -219,7 +220,7 @@ def test_fixit_on_a_ready_cart_has_nothing_to_fix(
     pulls = fault_archive.count("GET", file_id)
 
     out = succeeded(run_cartd("fixit", "--cartid", uid, env=env))
-    assert f"cart {uid}: not in error, nothing to fix" in out
+    assert f"cart {uid}: neither in error nor being made, nothing to fix" in out
     assert "put back" not in out
     head = httpx.head(f"{server.url}/{uid}")
     assert head.status_code == 204
@@ -230,7 +231,45 @@ def test_fixit_on_a_ready_cart_has_nothing_to_fix(
     assert mixed.returncode == 1
     assert "nosuchcart" in mixed.stderr
     assert "Traceback" not in mixed.stderr
-    assert f"cart {uid}: not in error, nothing to fix" in mixed.stdout
+    assert f"cart {uid}: neither in error nor being made, nothing to fix" in mixed.stdout
+
+
+#: A file on tape is asked about again only after an hour: the cart waits, legitimately.
+SLOW_POLLS = {"CARTD_POLL_INITIAL": "3600", "CARTD_POLL_MAX": "3600"}
+
+
+def file_status(env: dict[str, str], uid: str) -> str:
+    carts = [cart for cart in dump_json(env) if cart["uid"] == uid]
+    return str(carts[0]["files"][0]["status"]) if carts else "none"
+
+
+def test_fixit_redrives_a_cart_waiting_on_tape_so_it_completes_at_once(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "tape-server"
+    server = cartd_factory(fault_archive.url, workdir=workdir, **SLOW_POLLS)
+    env = server_env(server, tmp_path)
+    data = b"off tape half a second after it was asked for\n" * 100
+    file_id = new_id()
+    fault_archive.add(file_id, data, faults=Faults(tape_seconds=0.5))
+    uid = new_id("tape")
+    order(server, uid, [entry(file_id, data, "t/1.dat", "sha256")])
+    # Asked to stage and found on tape: the next question is an hour away.
+    wait_until(lambda: file_status(env, uid) == "staging")
+    server.stop()
+
+    fixed = succeeded(run_cartd("fixit", "--cartid", uid, env=env))
+    assert f"cart {uid}: 1 files put back to be staged again (it was staging)" in fixed
+
+    # Without fixit the restarted server would keep the hour's wait.
+    restarted = cartd_factory(fault_archive.url, workdir=workdir, **SLOW_POLLS)
+    with httpx.Client(base_url=restarted.url, timeout=30) as client:
+        head = wait_for_cart(client, uid, timeout=30)
+        assert head.headers["X-Pacifica-Status"] == "ready", dict(head.headers)
+        download = client.get(f"/{uid}?filename=t.tar")
+        assert download.status_code == 200
+        assert tar_files(download.content) == {"t/t/1.dat": data}
+    assert fault_archive.count("GET", file_id) == 1
 
 
 def test_fixit_of_an_unknown_cart_exits_1_with_an_error_and_no_traceback(tmp_path: Path) -> None:
@@ -240,6 +279,65 @@ def test_fixit_of_an_unknown_cart_exits_1_with_an_error_and_no_traceback(tmp_pat
     assert "nosuchcart" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+# -- stuck ----------------------------------------------------------------------------------
+
+
+def test_stuck_lists_a_cart_without_progress_and_what_holds_it(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = cartd_factory(fault_archive.url, **SLOW_POLLS)
+    env = server_env(server, tmp_path)
+    uid_ready = new_id("done")
+    ready_cart(server, fault_archive, uid_ready, {"r.txt": b"made at once\n"})
+    tape_id, tape_data = new_id(), b"on tape for good\n"
+    fault_archive.add(tape_id, tape_data, faults=Faults(tape_seconds=3600))
+    uid_tape = new_id("tape")
+    order(server, uid_tape, [entry(tape_id, tape_data, "deep/t.txt")])
+    wait_until(lambda: file_status(env, uid_tape) == "staging")
+
+    # Polled a moment ago: not stuck for an hour, nor is a ready cart ever.
+    calm = succeeded(run_cartd("stuck", env=env))
+    assert "no cart is stuck" in calm
+    assert uid_tape not in calm
+
+    # Its next question is an hour away: after a second it has made no progress.
+    listed: list[dict[str, Any]] = []
+
+    def stuck_listed() -> bool:
+        listed[:] = json.loads(
+            succeeded(run_cartd("stuck", "--older-than", "1 second", "--json", env=env))
+        )
+        return bool(listed)
+
+    wait_until(stuck_listed, timeout=30)
+    assert [cart["uid"] for cart in listed] == [uid_tape]
+    (cart,) = listed
+    assert (cart["status"], cart["files_verified"], cart["files_total"]) == ("staging", 0, 1)
+    assert [(f["id"], f["path"], f["status"], f["polls"]) for f in cart["holding"]] == [
+        (tape_id, "deep/t.txt", "staging", 1)
+    ]
+
+    text = succeeded(run_cartd("stuck", "--older-than", "1 second", env=env))
+    cart_line = next(line for line in text.splitlines() if line.startswith(uid_tape))
+    assert "staging" in cart_line
+    assert "files 0/1 verified" in cart_line
+    assert "last progress" in cart_line
+    file_line = next(line for line in text.splitlines() if tape_id in line)
+    assert "deep/t.txt" in file_line
+    assert "staging" in file_line
+    assert uid_ready not in text
+    assert "1 carts with no progress" in text
+
+
+def test_stuck_with_a_bad_duration_says_so_without_a_traceback(tmp_path: Path) -> None:
+    result = run_cartd(
+        "stuck", "--older-than", "a while", env=admin_env(tmp_path / "volume", tmp_path / "home")
+    )
+    assert result.returncode == 2
+    assert "cannot read 'a while' as a time" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- dump -----------------------------------------------------------------------------------

@@ -121,6 +121,24 @@ def test_fixit_leaves_alone_a_cart_evicted_meanwhile(engine: Engine) -> None:
         )
 
     evict = "UPDATE carts SET status = 'deleted' WHERE id = :i"
-    assert _race(engine, evict, failed, lambda: store.reopen_failed(failed)) is None
+    assert _race(engine, evict, failed, lambda: store.redrive(failed)) is None
     assert _status(engine, failed) == "deleted"
     assert [file.status.value for file in store.files_of(failed)] == ["error"]
+
+
+def test_fixit_leaves_alone_a_cart_being_made_that_a_delete_took_meanwhile(
+    engine: Engine,
+) -> None:
+    store = CartStore(engine)
+    being_made = _cart(store, "being-made", CartStatus.STAGING, reserved=10)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE cart_files SET next_attempt_at = 1e12, attempts = 3 WHERE cart_id = :i"),
+            {"i": being_made},
+        )
+
+    delete = "UPDATE carts SET status = 'deleted' WHERE id = :i"
+    assert _race(engine, delete, being_made, lambda: store.redrive(being_made)) is None
+    assert _status(engine, being_made) == "deleted"
+    (file,) = store.files_of(being_made)
+    assert file.attempts == 3, "a deleted cart's files were reset"

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -33,8 +33,14 @@ class CartdServer(Running):
         workdir: Path,
         env: Mapping[str, str],
         policy: Mapping[str, str] = FAST_POLICY,
+        args: Sequence[str] = (),
+        command: Sequence[str] | None = None,
     ) -> None:
+        """`args` go after `cartd serve -p PORT`; `command` replaces that whole command
+        line (`{port}` in it becomes the port), to run cartd under another server."""
         self.workdir = workdir
+        self.args = list(args)
+        self.command = list(command) if command is not None else None
         self.env = dict(env)
         self.policy = dict(policy)
         self.port = 0
@@ -53,8 +59,12 @@ class CartdServer(Running):
         }
         env.update({"HOME": str(self.workdir), **self.policy, **self.env})
         log = self.log_path.open("ab")
+        if self.command is not None:
+            argv = [part.replace("{port}", str(self.port)) for part in self.command]
+        else:
+            argv = [sys.executable, "-m", "cartd", "serve", "-p", str(self.port), *self.args]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cartd", "serve", "-p", str(self.port)],
+            argv,
             cwd=self.workdir,
             env=env,
             stdout=log,
