@@ -1,71 +1,93 @@
-"""Several processes on one database and volume: every archive file is pulled once.
+"""Every step delivered twice, to two processes sharing a database and a volume: each
+archive file is still pulled exactly once (the claim on file rows).
 
-Two `cartd serve` processes share a PostgreSQL database and a volume, as the API
-processes of one host do. Each runs its staging runner, which sweeps the database for
-unfinished work every few seconds, so each finds the other's carts: without a claim
-on file rows both would pull the same files.
+Two runtimes (as two worker processes build them) on one PostgreSQL database and one
+volume both take every step of a cart, at the same time, from two threads: the worst
+a broker's redelivery can do.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import ServerFactory, new_id, run_cartd, scratch_database
-from tests.support.cartd_server import wait_for_cart
+from cartd.config import load_settings
+from cartd.db import migrate
+from cartd.runtime import Runtime, build_runtime, open_engine
+from cartd.status import CartStatus, FileStatus
+from tests.conftest import new_id, scratch_database
 from tests.support.fault_archive import FaultArchive, Faults
 from tests.support.tars import tar_files
 
 pytestmark = pytest.mark.postgres
 
 
-def test_two_processes_pull_every_file_exactly_once(
-    fault_archive: FaultArchive, cartd_factory: ServerFactory, tmp_path: Path
+def _drive(runtime: Runtime, cart_id: int, deadline: float) -> None:
+    """Take every open step of the cart again and again, as a worker handed every task."""
+    pipeline, store = runtime.pipeline, runtime.store
+    pipeline.size_cart(cart_id)
+    while time.monotonic() < deadline:
+        cart = store.get_cart(cart_id)
+        if cart is None or not cart.status.is_active:
+            return
+        files = store.files_of(cart_id)
+        open_ids = [file.id for file in files if file.status is not FileStatus.STAGED]
+        if open_ids:
+            pipeline.advance(open_ids)
+        else:
+            pipeline.finish(cart_id)
+
+
+def test_steps_delivered_twice_pull_every_file_once(
+    fault_archive: FaultArchive, tmp_path: Path
 ) -> None:
-    carts: dict[str, dict[str, bytes]] = {}
-    orders: dict[str, list[dict[str, str]]] = {}
-    for _ in range(3):
-        uid = new_id("shared")
-        carts[uid], orders[uid] = {}, []
-        for index in range(16):
-            file_id, data = new_id(), f"{uid}/{index}\n".encode() * 500
-            # Slow pulls: each cart takes seconds, so the other process's sweep finds
-            # files still to pull while the first is pulling them.
-            fault_archive.add(file_id, data, faults=Faults(delay_first=1, delay_seconds=1.0))
-            carts[uid][f"d/{index}.bin"] = data
-            orders[uid].append(
-                {
-                    "id": file_id,
-                    "path": f"d/{index}.bin",
-                    "hashtype": "md5",
-                    "hashsum": hashlib.md5(data).hexdigest(),
-                }
-            )
+    contents = {}
+    fileids = []
+    for index in range(24):
+        file_id, data = new_id(), f"{index}\n".encode() * 3000
+        fault_archive.add(file_id, data, faults=Faults(delay_first=1, delay_seconds=0.1))
+        contents[f"d/{index}.bin"] = data
+        md5 = hashlib.md5(data).hexdigest()
+        fileids.append(f'{{"id": "{file_id}", "path": "d/{index}.bin", "hashtype": "md5", '
+                       f'"hashsum": "{md5}"}}')  # fmt: skip
+    body = f'{{"fileids": [{", ".join(fileids)}]}}'.encode()
     with scratch_database("postgres") as url:
-        env = {"PEEWEE_URL": url, "VOLUME_PATH": str(tmp_path / "shared-volume")}
-        synced = run_cartd("dbsync", env={"HOME": str(tmp_path), **env})
-        assert synced.returncode == 0, synced.stderr
-        servers = [
-            cartd_factory(fault_archive.url, workdir=tmp_path / f"api{n}", **env) for n in (0, 1)
-        ]
-        for number, (uid, fileids) in enumerate(orders.items()):
-            server = servers[number % 2]
-            answer = httpx.post(f"{server.url}/{uid}", json={"fileids": fileids}, timeout=30)
-            assert answer.status_code == 201
-        for number, uid in enumerate(carts):
-            with httpx.Client(base_url=servers[(number + 1) % 2].url, timeout=60) as client:
-                assert (
-                    wait_for_cart(client, uid, timeout=90).headers["X-Pacifica-Status"] == "ready"
-                )
-                body = client.get(f"/{uid}", params={"filename": "x"}).content
-            assert tar_files(body) == {f"x/{path}": data for path, data in carts[uid].items()}
-        gets = Counter(file_id for _, method, file_id in fault_archive.requests if method == "GET")
-        pulled_twice = {file_id: count for file_id, count in gets.items() if count != 1}
-        assert not pulled_twice, f"files pulled more than once: {pulled_twice}"
-        assert len(gets) == 48
-        both = [server for server in servers if "verified" in server.log()]
-        assert len(both) == 2, "the work was not shared: one process did it all"
+        settings = load_settings(
+            None,
+            {},
+            database_url=url,
+            volume_path=tmp_path / "volume",
+            archive_url=fault_archive.url,
+        )
+        engine = open_engine(settings)
+        migrate.upgrade(engine)
+        engine.dispose()
+        runtimes = [build_runtime(settings), build_runtime(settings)]
+        try:
+            cart = runtimes[0].carts.create("twice", body)
+            deadline = time.monotonic() + 60
+            workers = [
+                threading.Thread(target=_drive, args=(runtime, cart.id, deadline))
+                for runtime in runtimes
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            current = runtimes[1].store.get_cart(cart.id)
+            assert current is not None
+            assert current.status is CartStatus.READY, current
+            download = runtimes[1].carts.download("twice", "x")
+            served = b"".join(runtimes[1].carts.stream(download))
+        finally:
+            for runtime in runtimes:
+                runtime.close()
+    assert tar_files(served) == {f"x/{path}": data for path, data in contents.items()}
+    gets = Counter(file_id for _, method, file_id in fault_archive.requests if method == "GET")
+    assert len(gets) == 24
+    assert set(gets.values()) == {1}, f"files pulled more than once: {gets}"
