@@ -48,7 +48,9 @@ class EmbeddedRunner:
         self.workers = workers
         self.sweep_interval = sweep_interval
         self._queue: list[tuple[float, int, Task]] = []
-        self._queued: set[Task] = set()
+        #: When each queued task is due. An entry of the heap whose time is not this one
+        #: was superseded by an earlier one (see `_push`) and is dropped when met.
+        self._queued: dict[Task, float] = {}
         self._running: set[Task] = set()
         self._rerun: set[Task] = set()  # submitted again while running: run once more
         self._order = itertools.count()
@@ -72,14 +74,17 @@ class EmbeddedRunner:
         self._push(("finish", cart_id), 0.0)
 
     def _push(self, task: Task, delay: float) -> None:
+        """Queue a task; one queued already runs at the earlier of the two times (a file
+        waiting for its next poll that `cartd fixit` made due runs now)."""
         with self._cond:
             if task in self._running:
                 self._rerun.add(task)
                 return
-            if task in self._queued:
+            due = time.monotonic() + delay
+            if task in self._queued and self._queued[task] <= due:
                 return
-            self._queued.add(task)
-            heapq.heappush(self._queue, (time.monotonic() + delay, next(self._order), task))
+            self._queued[task] = due
+            heapq.heappush(self._queue, (due, next(self._order), task))
             self._cond.notify()
 
     def start(self) -> None:
@@ -101,7 +106,7 @@ class EmbeddedRunner:
             self.volume.remove_cart(cart_id)
             self.store.forget(cart_id)
         with self._cond:
-            sizing = {ident for kind, ident in self._queued | self._running if kind == "size"}
+            sizing = {ident for kind, ident in [*self._queued, *self._running] if kind == "size"}
         wall = time.time()
         for file_id, cart_id, due in files:
             if cart_id not in sizing:  # that pass starts the cart's files itself
@@ -129,6 +134,7 @@ class EmbeddedRunner:
         """The next due task; for a file step, with more due file steps (its share)."""
         with self._cond:
             while not self._stopping.is_set():
+                self._drop_superseded()
                 now = time.monotonic()
                 if self._queue and self._queue[0][0] <= now:
                     share = 1
@@ -136,20 +142,23 @@ class EmbeddedRunner:
                         due = self._due_count(now, MAX_BATCH * self.workers)
                         share = min(-(-due // self.workers), MAX_BATCH)
                     tasks = [self._pop()]
-                    while (
-                        len(tasks) < share
-                        and self._queue
-                        and self._queue[0][0] <= now
-                        and self._queue[0][2][0] == "file"
-                    ):
+                    while len(tasks) < share:
+                        self._drop_superseded()
+                        head = self._queue[0] if self._queue else None
+                        if head is None or head[0] > now or head[2][0] != "file":
+                            break
                         tasks.append(self._pop())
                     return tasks
                 self._cond.wait(self._queue[0][0] - now if self._queue else None)
             return []
 
+    def _drop_superseded(self) -> None:
+        while self._queue and self._queued.get(self._queue[0][2]) != self._queue[0][0]:
+            heapq.heappop(self._queue)
+
     def _pop(self) -> Task:
         _, _, task = heapq.heappop(self._queue)
-        self._queued.discard(task)
+        del self._queued[task]
         self._running.add(task)
         return task
 

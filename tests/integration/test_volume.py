@@ -221,9 +221,9 @@ def test_delete_while_a_cart_is_being_sized_stops_asking_the_archive(
     fileids = []
     for index in range(200):
         file_id, data = new_id(), b"%d" % index
-        fault_archive.add(file_id, data, faults=Faults(head_seconds=0.05))
+        fault_archive.add(file_id, data, faults=Faults(head_seconds=0.1))
         fileids.append(entry(file_id, data, f"f/{index}"))
-    uid = order(server, fileids)  # sizing them all takes 10 s, one HEAD after another
+    uid = order(server, fileids)  # sizing them all takes 5 s, four HEADs at a time
     wait_until(lambda: fault_archive.count("HEAD") >= 5)
     assert httpx.delete(f"{server.url}/{uid}").status_code == 200
     deleted = time.monotonic()
@@ -231,5 +231,5 @@ def test_delete_while_a_cart_is_being_sized_stops_asking_the_archive(
     time.sleep(2.0)
     late = [when for when, method, _ in fault_archive.requests if when > deleted + 1.0]
     assert late == [], f"{len(late)} archive requests after the DELETE"
-    assert fault_archive.count("HEAD") < 60
+    assert fault_archive.count("HEAD") < 100
     assert cart_dirs(server) == []

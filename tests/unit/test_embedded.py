@@ -103,3 +103,17 @@ def test_the_files_a_sizing_step_starts_are_run() -> None:
         time.sleep(0.01)
     runner.stop()
     assert pipeline.batches == [[-5], [10, 11, 12]]
+
+
+def test_a_queued_step_submitted_again_sooner_runs_at_the_sooner_time() -> None:
+    pipeline = RecordingPipeline()
+    runner = EmbeddedRunner(cast(Pipeline, pipeline), cast(Any, EmptyStore()), cast(Any, None), 1)
+    runner.submit_file(9, delay=3600)  # waiting for its next poll, an hour away
+    runner.start()
+    runner.submit_file(9, delay=0)  # made due now (`cartd fixit`)
+    runner.submit_file(9, delay=1800)  # a later time changes nothing
+    deadline = time.monotonic() + 10
+    while not pipeline.steps() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop()
+    assert pipeline.steps() == [9]
