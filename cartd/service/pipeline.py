@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -127,6 +128,17 @@ class _Batch:
     #: Carts whose reservation this batch already tried: True once held.
     reserved: dict[int, bool] = field(default_factory=dict)
     claimed: HeldFiles | None = None
+    #: The batch's work on each cart, watched from its first archive request to the end of
+    #: the batch: once the cart is deleted, every later request of the batch for it stops.
+    watching: ExitStack = field(default_factory=ExitStack)
+    watch: CartWatch | None = None
+    aborts: dict[int, Abort] = field(default_factory=dict)
+
+    def abort(self, cart_id: int) -> Abort:
+        if cart_id not in self.aborts:
+            assert self.watch is not None
+            self.aborts[cart_id] = self.watching.enter_context(self.watch.working_on(cart_id))
+        return self.aborts[cart_id]
 
 
 def _reason(exc: OSError) -> str:
@@ -174,9 +186,9 @@ class Pipeline:
         Files pulled here are recorded verified in groups (one folder sync and one
         commit for many files): for small files those cost more than the pull itself.
         """
-        batch = _Batch()
+        batch = _Batch(watch=self.watch)
         delays: list[float | None] = []
-        with self.watch.claiming_files(file_ids) as claimed:
+        with self.watch.claiming_files(file_ids) as claimed, batch.watching:
             batch.claimed = claimed
             loaded = self.store.load_steps(file_ids)
             steps = self._size_together(
@@ -220,8 +232,7 @@ class Pipeline:
             ):
                 continue
             try:
-                with self.watch.working_on(cart.id) as abort:
-                    info = self.archive.status(file.archive_id, abort)
+                info = self.archive.status(file.archive_id, batch.abort(cart.id))
             except ArchiveError as exc:
                 batch.known[file.id] = exc  # the file's own step deals with it
                 continue
@@ -248,8 +259,7 @@ class Pipeline:
         if cart.status is CartStatus.WAITING:
             self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
         try:
-            with self.watch.working_on(cart.id) as abort:
-                return self._step(cart, file, batch, abort)
+            return self._step(cart, file, batch, batch.abort(cart.id))
         except CartGone:
             self._left_behind(cart.id)
         except TransientArchiveError as exc:
