@@ -221,12 +221,12 @@ def test_a_file_on_tape_is_polled_by_countdown_while_the_only_worker_thread_make
 
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
-def test_a_step_whose_message_was_lost_is_sent_again_by_a_workers_sweep(
+def test_steps_lost_in_the_queue_or_never_sent_are_sent_again_by_a_workers_sweep(
     archive_interface: ArchiveInterface, store_files: Store, tmp_path: Path
 ) -> None:
-    files = {"x/lost.txt": b"lost and found\n" * 10}
-    fileids = store_files(files)
-    uid = new_id("cart")
+    lost_files = {"x/lost.txt": b"lost and found\n" * 10}
+    unsent_files = {"y/unsent.txt": b"never sent\n" * 10}
+    lost, unsent = new_id("lost"), new_id("unsent")
     with (
         cluster(
             tmp_path,
@@ -238,17 +238,28 @@ def test_a_step_whose_message_was_lost_is_sent_again_by_a_workers_sweep(
         ) as running,
         httpx.Client(base_url=running.server.url, timeout=30.0) as client,
     ):
-        post(client, uid, fileids)  # no worker runs: its first step waits in the queue
+        post(client, lost, store_files(lost_files))  # no worker runs: its step waits...
         wait_until(lambda: running.queue.depth() == 1)
-        assert running.queue.purge() == 1  # ... and is lost, as with a broker that lost it
-        worker = running.start_worker()
+        assert running.queue.purge() == 1  # ... and is lost, as by a broker that lost it
 
-        head = wait_for_cart(client, uid)
-        assert head.headers["X-Pacifica-Status"] == "ready"
-        assert tar_files(client.get(f"/{uid}", params={"filename": "d.tar"}).content) == {
-            f"d/{path}": data for path, data in files.items()
-        }
-        assert "sweep: sent again 1 sizing" in worker.log()
+        # A second API process on the same database whose broker cannot be reached: the
+        # order is taken all the same, its step recorded but never sent.
+        cut_off = {**running.env, "BROKER_URL": "pyamqp://guest:guest@127.0.0.1:1//"}
+        with (
+            CartdServer(tmp_path / "cut-off", cut_off) as other,
+            httpx.Client(base_url=other.url, timeout=30.0) as other_client,
+        ):
+            post(other_client, unsent, store_files(unsent_files))
+        assert running.queue.depth() == 0
+
+        worker = running.start_worker()
+        for uid, files in ((lost, lost_files), (unsent, unsent_files)):
+            assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+            download = client.get(f"/{uid}", params={"filename": "d.tar"})
+            assert tar_files(download.content) == {
+                f"d/{path}": data for path, data in files.items()
+            }
+        assert "sweep: sent again 2 sizing" in worker.log()
 
 
 @pytest.mark.rabbitmq
@@ -331,3 +342,30 @@ def test_the_original_sample_configuration_runs_as_it_is(
         bundle = client.get(f"/{uid}").content
         assert tar_files(bundle) == {f"{uid}/sample.txt": b"as it is\n"}, "bundled, top is uid"
     assert (tmp_path / "db.sqlite3").exists(), "the sample's own database"
+
+
+@pytest.mark.redis
+@pytest.mark.mysql
+def test_the_celery_command_runs_the_same_worker(
+    archive_interface: ArchiveInterface, store_files: Store, tmp_path: Path
+) -> None:
+    files = {"celery.txt": b"celery -A\n"}
+    uid = new_id("cart")
+    with (
+        cluster(tmp_path, archive_interface.url, "redis", "mysql", workers=0) as running,
+        CartdWorker(tmp_path, running.env, celery_cli=True) as worker,
+        httpx.Client(base_url=running.server.url, timeout=30.0) as client,
+    ):
+        post(client, uid, store_files(files))
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        assert tar_files(client.get(f"/{uid}", params={"filename": "c.tar"}).content) == {
+            "c/celery.txt": b"celery -A\n"
+        }
+        assert worker.tasks_run("cartd.files") >= 1
+        assert "concurrency: 2 (thread)" in worker.log(), "the threads pool, as cartd worker"
+
+
+def test_a_worker_without_a_broker_says_what_is_missing(tmp_path: Path) -> None:
+    result = run_cartd("worker", env={"HOME": str(tmp_path), "VOLUME_PATH": str(tmp_path / "v")})
+    assert result.returncode == 2
+    assert "celery.broker_url (BROKER_URL)" in result.stderr

@@ -47,7 +47,11 @@ class CartdServer(Running):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = _spawn(
-            ["serve", "-p", str(self.port)], self.workdir, self.log_path, self.policy, self.env
+            ["-m", "cartd", "serve", "-p", str(self.port)],
+            self.workdir,
+            self.log_path,
+            self.policy,
+            self.env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,8 +89,8 @@ def _spawn(
     policy: Mapping[str, str],
     env: Mapping[str, str],
 ) -> subprocess.Popen[bytes]:
-    """A `cartd` command in its own session (so it can be killed whole), with only the
-    settings given: none of this process's own leak in."""
+    """A Python command (`-m cartd ...`) in its own session (so it can be killed whole),
+    with only the settings given: none of this process's own leak in."""
     environ = {
         key: value
         for key, value in os.environ.items()
@@ -97,7 +101,7 @@ def _spawn(
     environ.update({"HOME": str(workdir), **policy, **env})
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "cartd", *args],
+            [sys.executable, *args],
             cwd=workdir,
             env=environ,
             stdout=log,
@@ -107,7 +111,8 @@ def _spawn(
 
 
 class CartdWorker(Running):
-    """`cartd worker` as a real process; ready once Celery says it consumes."""
+    """`cartd worker` (or `celery -A cartd.workers.celery_main worker`) as a real process;
+    ready once Celery says it consumes."""
 
     def __init__(
         self,
@@ -116,19 +121,24 @@ class CartdWorker(Running):
         concurrency: int = 2,
         policy: Mapping[str, str] = FAST_POLICY,
         name: str = "worker",
+        celery_cli: bool = False,
     ) -> None:
         self.workdir = workdir
         self.env = dict(env)
         self.policy = dict(policy)
         self.concurrency = concurrency
+        self.celery_cli = celery_cli
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"{name}.log"
 
     def start(self, timeout: float = 30.0) -> CartdWorker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path.unlink(missing_ok=True)
+        command = ["-m", "cartd", "worker"]
+        if self.celery_cli:  # the original's style: `celery -A <app module> worker`
+            command = ["-m", "celery", "-A", "cartd.workers.celery_main", "worker", "-l", "INFO"]
         self.process = _spawn(
-            ["worker", "--concurrency", str(self.concurrency)],
+            [*command, "--concurrency", str(self.concurrency)],
             self.workdir,
             self.log_path,
             self.policy,

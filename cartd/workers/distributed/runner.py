@@ -68,10 +68,10 @@ class CeleryRunner:
                 add_to_parent=False,
                 ignore_result=True,
             )
-        except Exception:
+        except Exception as exc:
             log.warning(
-                "could not send %s%s to the broker; a worker's sweep sends it later",
+                "could not send %s%s to the broker (%s); a worker's sweep sends it later",
                 name,
                 args,
-                exc_info=True,
+                exc,
             )
