@@ -369,3 +369,30 @@ def test_a_worker_without_a_broker_says_what_is_missing(tmp_path: Path) -> None:
     result = run_cartd("worker", env={"HOME": str(tmp_path), "VOLUME_PATH": str(tmp_path / "v")})
     assert result.returncode == 2
     assert "celery.broker_url (BROKER_URL)" in result.stderr
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_a_worker_killed_while_a_file_waits_on_tape_leaves_its_step_to_the_next(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    data = b"survives a crash\n" * 50
+    tape_id = new_id("tape")
+    fault_archive.add(tape_id, data, faults=Faults(tape_seconds=2.0))
+    polls = {"CARTD_POLL_INITIAL": "1", "CARTD_POLL_MAX": "1"}
+    with (
+        cluster(tmp_path, fault_archive.url, "rabbitmq", "postgres", env=polls) as running,
+        httpx.Client(base_url=running.server.url, timeout=30.0) as client,
+    ):
+        post(client, "crash-cart", [entry(tape_id, data, "c.txt")])
+        wait_until(lambda: fault_archive.count("POST", tape_id) == 1)  # its next step: 1 s away
+        running.workers[0].kill()  # SIGKILL: the message under countdown was never acked
+        asked = fault_archive.count("HEAD", tape_id)
+
+        running.start_worker()  # the sweep's grace is 300 s: only the broker can bring it
+        assert wait_for_cart(client, "crash-cart").headers["X-Pacifica-Status"] == "ready"
+        assert fault_archive.count("HEAD", tape_id) > asked
+        assert fault_archive.count("GET", tape_id) == 1
+        assert tar_files(client.get("/crash-cart", params={"filename": "k.tar"}).content) == {
+            "k/c.txt": data
+        }
