@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 from cartd.config import Settings
 from cartd.db.store import CartStore
@@ -76,14 +76,21 @@ class WorkerHost:
         log.info("cartd worker ready; steps overdue by %.0fs are sent again", self._grace)
 
     def stop(self) -> None:
+        """Stop sweeping; steps under way go on with the runtime (see `close`)."""
         with self._lock:
             sweeper, self._sweeper = self._sweeper, None
-            parts, self._parts = self._parts, None
         if sweeper is not None:
             sweeper.stop()
+
+    def close(self) -> None:
+        """Close the runtime, once the pool has let the steps under way finish."""
+        self.stop()
+        with self._lock:
+            parts, self._parts = self._parts, None
         if parts is not None:
             parts.pipeline.stop()
             parts.close()
+            log.info("cartd worker closed its database and archive connections")
 
     @staticmethod
     def _clean_deleted(parts: WorkerParts) -> None:
@@ -111,8 +118,10 @@ def register_tasks(app: Celery, pipeline: Callable[[], Pipeline], runner: Runner
 
 
 def _lifecycle(host: WorkerHost) -> type[bootsteps.StartStopStep]:
-    """A worker bootstep that starts the host with the worker and stops it with it, so
-    `cartd worker` and `celery -A ... worker` run the same start and stop."""
+    """A worker bootstep that starts the host with the worker and stops its sweep with it,
+    so `cartd worker` and `celery -A ... worker` run the same start and stop. It stops
+    before the pool (it starts after it), so the runtime is closed later, on the
+    worker's shutdown signal, when the steps under way are done."""
 
     class CartdHost(bootsteps.StartStopStep):
         requires = ("celery.worker.components:Pool",)
@@ -134,4 +143,10 @@ def worker_app(settings: Settings, build: Callable[[], WorkerParts]) -> tuple[Ce
     host = WorkerHost(build, runner, settings.sweep_grace)
     register_tasks(app, host.pipeline, runner)
     app.steps["worker"].add(_lifecycle(host))
+
+    def close_after_the_pool(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            host.close()
+
+    signals.worker_shutdown.connect(close_after_the_pool, weak=False)
     return app, host
