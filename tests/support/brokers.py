@@ -50,6 +50,9 @@ class BrokerQueue:
                 channel.queue_delete(self.name)
             with contextlib.suppress(Exception):
                 channel.exchange_delete(self.name)
+            if self.url.startswith("redis"):  # kombu keeps a queue's bindings in keys of their own
+                bindings = ("_kombu.binding.", "_kombu.binding_permanent.")
+                channel.client.delete(*(prefix + self.name for prefix in bindings))
 
 
 @contextlib.contextmanager
