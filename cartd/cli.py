@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cartd.config import Settings, load_settings
-from cartd.errors import CartdError
+from cartd.errors import CartdError, ConfigError
 from cartd.observability.logs import configure_logging
 from cartd.service.admin import AdminService, parse_time_ago
 
@@ -79,6 +80,29 @@ def _serve_processes(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from cartd.workers.celery_main import create_worker
+
+    settings = _settings(args)
+    if not settings.broker_url:
+        raise ConfigError("cartd worker needs a broker: set celery.broker_url (BROKER_URL)")
+    app, host = create_worker(settings)
+    host.parts()  # now, so a database that cannot be reached stops the start with its cause
+    app.conf.update(worker_hijack_root_logger=False, worker_redirect_stdouts=False)
+    celery_worker = app.Worker(
+        hostname=f"cartd-{os.getpid()}@{socket.gethostname()}",
+        concurrency=args.concurrency,
+        loglevel=args.log_level,
+        # Mingle and gossip share revoked task ids and clock ticks among workers; cartd
+        # revokes nothing (the database says what is done), so they would only add
+        # broker traffic and a second to every start.
+        without_mingle=True,
+        without_gossip=True,
+    )
+    celery_worker.start()
+    return int(celery_worker.exitcode or 0)
 
 
 def dbsync(args: argparse.Namespace) -> int:
@@ -321,6 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
         " time runs the staging steps",
     )
     serve_cmd.set_defaults(handler=serve)
+
+    work = command(
+        "worker",
+        "Run a Celery worker that takes the staging steps the API processes send"
+        " (celery.broker_url must be set); it also re-sends steps whose message was lost.",
+    )
+    work.add_argument(
+        "--concurrency",
+        type=_positive,
+        metavar="N",
+        help="steps run at once, each in a thread (default: cartd.stage_workers)",
+    )
+    work.set_defaults(handler=worker)
 
     command("dbsync", "Create or upgrade the database schema.").set_defaults(handler=dbsync)
 

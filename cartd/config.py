@@ -118,6 +118,20 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("backend_url", "celery", "backend_url", "BACKEND_URL", "Celery result backend."),
     Key(
+        "celery_queue",
+        "celery",
+        "queue",
+        "CARTD_CELERY_QUEUE",
+        "Broker queue the API processes send steps to and `cartd worker` takes them from.",
+    ),
+    Key(
+        "sweep_grace",
+        "cartd",
+        "sweep_grace",
+        "CARTD_SWEEP_GRACE",
+        "Seconds a step may be overdue before a worker's sweep sends it again (its task lost).",
+    ),
+    Key(
         "database_url",
         "database",
         "peewee_url",
@@ -237,6 +251,8 @@ class Settings(BaseModel):
     archive_url: str = "http://127.0.0.1:8080/"
     broker_url: str | None = None
     backend_url: str | None = None
+    celery_queue: str = Field("cartd", min_length=1, max_length=200)
+    sweep_grace: float = Field(300.0, gt=0)
     database_url: str | None = None
     database_connect_attempts: int = Field(10, ge=1)
     database_connect_wait: float = Field(20.0, ge=0)

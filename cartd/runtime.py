@@ -83,13 +83,25 @@ def ensure_schema(engine: Engine) -> None:
         )
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Build everything; the runner is not started (see `Runtime.runner.start`)."""
+def make_runner(settings: Settings, pipeline: Pipeline, store: CartStore, volume: Volume) -> Runner:
+    """The distributed runner when a broker is configured, else the embedded one."""
     if settings.broker_url:
-        raise ConfigError(
-            "celery.broker_url is set, but the distributed (Celery) runner is not available in"
-            " this version; unset it to run the embedded worker"
-        )
+        from cartd.workers.distributed.app import create_celery
+        from cartd.workers.distributed.runner import CeleryRunner
+
+        return CeleryRunner(create_celery(settings), spread=settings.stage_workers)
+    return VolumeLeadRunner(
+        EmbeddedRunner(pipeline, store, volume, settings.stage_workers),
+        settings.volume_path / "runner.lock",
+    )
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Build everything; the runner is not started (see `Runtime.runner.start`).
+
+    With a broker configured the runner sends steps to it (`cartd worker` runs them);
+    otherwise the embedded runner runs them in this process.
+    """
     volume = Volume(settings.volume_path)
     volume.prepare()
     engine = open_engine(settings)
@@ -118,10 +130,7 @@ def build_runtime(settings: Settings) -> Runtime:
     space = SpaceLedger(engine)
     metrics = Metrics(partial(volume_snapshot, store, space))
     pipeline = Pipeline(store, space, volume, archive, policy, metrics)
-    runner = VolumeLeadRunner(
-        EmbeddedRunner(pipeline, store, volume, settings.stage_workers),
-        settings.volume_path / "runner.lock",
-    )
+    runner = make_runner(settings, pipeline, store, volume)
     carts = CartService(
         store,
         volume,

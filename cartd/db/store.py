@@ -51,6 +51,10 @@ class Overdue:
     finishes: list[int]  # carts whose files are all verified but which are not ready
 
 
+#: A due time long past (the epoch): the step is due now, and overdue for any sweep.
+OVERDUE = 0.0
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -413,7 +417,9 @@ class CartStore:
 
         A cart in error goes back to staging and its failed files to waiting with their
         tries, polls and error forgotten; files still waiting or staging are made due now
-        with their tries reset and the archive asked afresh. Returns how many files were
+        with their tries reset and the archive asked afresh. "Due now" is `OVERDUE`, a
+        time long past: the next sweep of any runner (the embedded one's, or a `cartd
+        worker`'s, whose grace it has passed) sends them at once. Returns how many files were
         put back, or None when the cart is neither in error nor still being made (made
         ready, deleted or evicted meanwhile): then nothing is changed. The cart's row is
         written first, by a guarded update, so a racing eviction or DELETE either waits
@@ -433,7 +439,15 @@ class CartStore:
                 touched = connection.execute(
                     carts.update()
                     .where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE))
-                    .values(updated_at=stamp)
+                    .values(
+                        # A cart whose first step was lost is started here: its files
+                        # size themselves.
+                        status=case(
+                            (carts.c.status == CartStatus.WAITING.value, CartStatus.STAGING.value),
+                            else_=carts.c.status,
+                        ),
+                        updated_at=stamp,
+                    )
                 ).rowcount
                 if not touched:
                     return None
@@ -442,7 +456,7 @@ class CartStore:
             due_now = connection.execute(
                 files.update()
                 .where(files.c.cart_id == cart_id, files.c.status.in_(open_files))
-                .values(attempts=0, on_disk=None, next_attempt_at=None, updated_at=stamp)
+                .values(attempts=0, on_disk=None, next_attempt_at=OVERDUE, updated_at=stamp)
             ).rowcount
             failed = connection.execute(
                 files.update()
@@ -453,7 +467,7 @@ class CartStore:
                     polls=0,
                     error=None,
                     on_disk=None,
-                    next_attempt_at=None,
+                    next_attempt_at=OVERDUE,
                     updated_at=stamp,
                 )
             ).rowcount

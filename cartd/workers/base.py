@@ -15,13 +15,13 @@ class Runner(Protocol):
     def submit_file(self, file_id: int, delay: float = 0.0) -> None:
         """Run the file's next step after `delay` seconds."""
 
-    def submit_files(self, file_ids: Iterable[int]) -> None:
-        """Run these files' next steps now, shared out among the workers."""
+    def submit_files(self, file_ids: Iterable[int], delay: float = 0.0) -> None:
+        """Run these files' next steps after `delay` seconds, shared out among the workers."""
 
-    def submit_size(self, cart_id: int) -> None:
+    def submit_size(self, cart_id: int, delay: float = 0.0) -> None:
         """Ask the archive about a new cart's files, reserve its space, start its files."""
 
-    def submit_finish(self, cart_id: int) -> None:
+    def submit_finish(self, cart_id: int, delay: float = 0.0) -> None:
         """Make a cart whose files are all verified ready."""
 
     def start(self) -> None:

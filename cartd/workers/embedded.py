@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterable
 from cartd.db.store import CartStore
 from cartd.service.pipeline import Pipeline
 from cartd.storage import Volume
+from cartd.workers.steps import Kind, follow_up, take_step
 
 log = logging.getLogger(__name__)
 
-Task = tuple[str, int]
+Task = tuple[Kind, int]
 
-#: Seconds before a step that raised (rather than returning a delay) runs again.
-RETRY_BROKEN = 5.0
 #: Most file steps a worker takes at once. Files taken together are recorded in one
 #: transaction; a worker takes no more than its share of the due steps, so files of a
 #: small cart are still pulled side by side.
@@ -61,17 +60,17 @@ class EmbeddedRunner:
     def submit_file(self, file_id: int, delay: float = 0.0) -> None:
         self._push(("file", file_id), delay)
 
-    def submit_files(self, file_ids: Iterable[int]) -> None:
+    def submit_files(self, file_ids: Iterable[int], delay: float = 0.0) -> None:
         # Queued together, so waking workers find all of them due and share them out.
         with self._cond:
             for file_id in file_ids:
-                self._push(("file", file_id), 0.0)
+                self._push(("file", file_id), delay)
 
-    def submit_size(self, cart_id: int) -> None:
-        self._push(("size", cart_id), 0.0)
+    def submit_size(self, cart_id: int, delay: float = 0.0) -> None:
+        self._push(("size", cart_id), delay)
 
-    def submit_finish(self, cart_id: int) -> None:
-        self._push(("finish", cart_id), 0.0)
+    def submit_finish(self, cart_id: int, delay: float = 0.0) -> None:
+        self._push(("finish", cart_id), delay)
 
     def _push(self, task: Task, delay: float) -> None:
         """Queue a task; one queued already runs at the earlier of the two times (a file
@@ -179,29 +178,12 @@ class EmbeddedRunner:
         while tasks := self._next():
             kind = tasks[0][0]
             idents = [ident for _, ident in tasks]
-            delays: list[float | None] = [None] * len(tasks)
-            start: list[int] = []
-            try:
-                if kind == "file":
-                    advanced = self.pipeline.advance(idents)
-                    delays, start = advanced.delays, advanced.start
-                elif kind == "size":
-                    start = self.pipeline.size_cart(idents[0])
-                else:
-                    self.pipeline.finish(idents[0])
-            except Exception:
-                # Most likely the database is unreachable. The step is not dropped: the
-                # cart would wait forever. It is tried again later, and logged each time.
-                log.exception(
-                    "step %s %s failed; trying again in %.0fs", kind, idents, RETRY_BROKEN
-                )
-                delays = [RETRY_BROKEN] * len(tasks)
-            self.submit_files(start)
-            for task, delay in zip(tasks, delays, strict=True):
-                with self._cond:
+            outcome = take_step(self.pipeline, kind, idents)
+            with self._cond:
+                for index, task in enumerate(tasks):
                     self._running.discard(task)
-                    if task in self._rerun:
+                    if task in self._rerun:  # submitted again while it ran: run once more
                         self._rerun.discard(task)
-                        delay = 0.0
-                if delay is not None and not self._stopping.is_set():
-                    self._push(task, delay)
+                        outcome.delays[index] = 0.0
+            if not self._stopping.is_set():
+                follow_up(self, kind, idents, outcome)

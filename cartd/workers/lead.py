@@ -95,14 +95,14 @@ class VolumeLeadRunner:
         if self._leading.is_set():
             self.inner.submit_file(file_id, delay)
 
-    def submit_files(self, file_ids: Iterable[int]) -> None:
+    def submit_files(self, file_ids: Iterable[int], delay: float = 0.0) -> None:
         if self._leading.is_set():
-            self.inner.submit_files(file_ids)
+            self.inner.submit_files(file_ids, delay)
 
-    def submit_size(self, cart_id: int) -> None:
+    def submit_size(self, cart_id: int, delay: float = 0.0) -> None:
         if self._leading.is_set():
-            self.inner.submit_size(cart_id)
+            self.inner.submit_size(cart_id, delay)
 
-    def submit_finish(self, cart_id: int) -> None:
+    def submit_finish(self, cart_id: int, delay: float = 0.0) -> None:
         if self._leading.is_set():
-            self.inner.submit_finish(cart_id)
+            self.inner.submit_finish(cart_id, delay)

@@ -1,4 +1,4 @@
-"""Run `cartd serve` as a real process on a loopback port, the way an operator would."""
+"""Run `cartd serve` and `cartd worker` as real processes on loopback, the way an operator would."""
 
 from __future__ import annotations
 
@@ -52,26 +52,11 @@ class CartdServer(Running):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("CARTD_", "PEEWEE_", "VOLUME_", "ARCHIVE_INTERFACE"))
-        }
-        env.update({"HOME": str(self.workdir), **self.policy, **self.env})
-        log = self.log_path.open("ab")
         if self.command is not None:
             argv = [part.replace("{port}", str(self.port)) for part in self.command]
         else:
             argv = [sys.executable, "-m", "cartd", "serve", "-p", str(self.port), *self.args]
-        self.process = subprocess.Popen(
-            argv,
-            cwd=self.workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.process = _spawn(argv, self.workdir, self.log_path, self.policy, self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -85,6 +70,102 @@ class CartdServer(Running):
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _spawn(
+    argv: list[str],
+    workdir: Path,
+    log_path: Path,
+    policy: Mapping[str, str],
+    env: Mapping[str, str],
+) -> subprocess.Popen[bytes]:
+    """A command in its own session (so it can be killed whole), with only the settings
+    given: none of this process's own leak in."""
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            ("CARTD_", "PEEWEE_", "VOLUME_", "ARCHIVE_INTERFACE", "BROKER_", "BACKEND_")
+        )
+    }
+    environ.update({"HOME": str(workdir), **policy, **env})
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+class CartdWorker(Running):
+    """`cartd worker` (or `celery -A cartd.workers.celery_main worker`) as a real process;
+    ready once Celery says it consumes."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        concurrency: int = 2,
+        policy: Mapping[str, str] = FAST_POLICY,
+        name: str = "worker",
+        celery_cli: bool = False,
+    ) -> None:
+        self.workdir = workdir
+        self.env = dict(env)
+        self.policy = dict(policy)
+        self.concurrency = concurrency
+        self.celery_cli = celery_cli
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{name}.log"
+
+    def start(self, timeout: float = 30.0) -> CartdWorker:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path.unlink(missing_ok=True)
+        command = ["-m", "cartd", "worker"]
+        if self.celery_cli:  # the original's style: `celery -A <app module> worker`
+            command = ["-m", "celery", "-A", "cartd.workers.celery_main", "worker", "-l", "INFO"]
+        self.process = _spawn(
+            [sys.executable, *command, "--concurrency", str(self.concurrency)],
+            self.workdir,
+            self.log_path,
+            self.policy,
+            self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"cartd worker exited at start:\n{self.log()}")
+            if " ready." in self.log():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"cartd worker was not ready within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def tasks_run(self, name: str) -> int:
+        """How many tasks of this name the worker has finished (from its log)."""
+        return sum(
+            1 for line in self.log().splitlines() if f"Task {name}[" in line and "succeeded" in line
+        )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""

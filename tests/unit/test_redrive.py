@@ -14,7 +14,7 @@ from sqlalchemy import Engine, event, update
 
 from cartd.db import migrate
 from cartd.db.engine import make_engine
-from cartd.db.store import CartStore, carts, files
+from cartd.db.store import OVERDUE, CartStore, carts, files
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus
 
@@ -100,16 +100,20 @@ def test_redrive_of_a_cart_in_error_puts_back_every_file_not_verified(store: Car
         0,
         None,
     )
-    assert failed["next_attempt_at"] is None
+    assert failed["next_attempt_at"] == OVERDUE
     on_tape = _row(store, ids[2])
     assert on_tape["status"] == "staging", "a file asked to stage stays so: no second stage"
-    assert (on_tape["attempts"], on_tape["next_attempt_at"], on_tape["on_disk"]) == (0, None, None)
+    assert (on_tape["attempts"], on_tape["next_attempt_at"], on_tape["on_disk"]) == (
+        0,
+        OVERDUE,
+        None,
+    )
     assert on_tape["polls"] == 7, "the poll back-off of a file on tape goes on"
     waiting = _row(store, ids[3])
     assert (waiting["status"], waiting["attempts"], waiting["next_attempt_at"]) == (
         "waiting",
         0,
-        None,
+        OVERDUE,
     )
     assert waiting["on_disk"] is None, "the archive is asked afresh"
 
@@ -124,10 +128,14 @@ def test_redrive_of_a_cart_being_made_makes_its_open_files_due_now(
     assert store.redrive(cart_id) == 3
     cart = store.get_cart(cart_id)
     assert cart is not None
-    assert cart.status is status, "only a cart in error changes status"
+    # A cart whose first step was lost is started; one further along keeps its status.
+    assert cart.status is (CartStatus.STAGING if status is CartStatus.WAITING else status)
     assert cart.updated_at > LONG_AGO + timedelta(hours=1)
-    assert [_row(store, file_id)["next_attempt_at"] for file_id in ids] == [None] * 4
+    assert [_row(store, file_id)["next_attempt_at"] for file_id in ids] == [None] + [OVERDUE] * 3
     assert _row(store, ids[1])["status"] == "waiting"
+    if status is not CartStatus.BUNDLING:
+        # Any sweep takes them at once, a distributed one's grace notwithstanding.
+        assert sorted(store.overdue(grace=3600, limit=10).files) == sorted(ids[1:])
 
 
 @pytest.mark.parametrize("status", [CartStatus.READY, CartStatus.DELETED])
