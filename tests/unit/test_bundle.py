@@ -15,14 +15,13 @@ from cartd.bundle import (
     NAME_MAX,
     Entry,
     Member,
-    SourceChanged,
-    UnsafeName,
     iter_tar,
     layout,
     member_path,
     tar_size,
     top_folder,
 )
+from cartd.errors import SourceChanged, UnsafeName
 
 TOP = "data_2024_01_02"
 FOLDER_MTIME = 1_700_000_000

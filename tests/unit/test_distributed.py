@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,8 +13,6 @@ import pytest
 from sqlalchemy import update
 
 from cartd.config import load_settings
-from cartd.db import migrate
-from cartd.db.engine import make_engine
 from cartd.db.store import CartStore, carts, files
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus
@@ -63,16 +61,6 @@ class Sent:
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CartStore]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cartd.sqlite3'}")
-    migrate.create_fresh(engine)
-    try:
-        yield CartStore(engine)
-    finally:
-        engine.dispose()
 
 
 def test_each_worker_sends_a_lost_step_once_per_grace(store: CartStore) -> None:

@@ -8,12 +8,12 @@ from urllib.parse import unquote
 import pytest
 
 from cartd.api.headers import (
-    RangeNotSatisfiable,
     content_disposition,
     header_text,
     requested_range,
     validator_holds,
 )
+from cartd.errors import RangeNotSatisfiable
 
 
 def parsed_filename(value: str) -> str | None:

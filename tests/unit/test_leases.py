@@ -5,14 +5,11 @@ wedged for good (issue 10)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from cartd.db import migrate
-from cartd.db.engine import Writer, WriteReentered, make_engine
+from cartd.db.engine import Writer
 from cartd.db.store import CartStore
+from cartd.errors import WriteReentered
 from cartd.observability.metrics import Metrics, VolumeSnapshot
 from cartd.schemas import FileOrder
 from cartd.service.carts import CartService
@@ -30,14 +27,6 @@ class NoRunner:
     def submit_finish(self, cart_id: int) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CartStore]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cartd.sqlite3'}")
-    migrate.create_fresh(engine)
-    yield CartStore(engine)
-    engine.dispose()
 
 
 def in_thread(target: object) -> threading.Thread:

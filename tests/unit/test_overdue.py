@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import update
 
-from cartd.db import migrate
-from cartd.db.engine import make_engine
 from cartd.db.store import CartStore, carts, files
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CartStore]:
-    engine: Engine = make_engine(f"sqlite:///{tmp_path / 'cartd.sqlite3'}")
-    migrate.create_fresh(engine)
-    try:
-        yield CartStore(engine)
-    finally:
-        engine.dispose()
 
 
 def _cart(store: CartStore, uid: str, count: int) -> tuple[int, list[int]]:

@@ -4,31 +4,17 @@ SQLite: what each resets or reports, file by file."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, update
+from sqlalchemy import event, update
 
-from cartd.db import migrate
-from cartd.db.engine import make_engine
 from cartd.db.store import OVERDUE, CartStore, carts, files
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus
 
 LONG_AGO = datetime.now(UTC) - timedelta(hours=3)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CartStore]:
-    engine: Engine = make_engine(f"sqlite:///{tmp_path / 'cartd.sqlite3'}")
-    migrate.create_fresh(engine)
-    try:
-        yield CartStore(engine)
-    finally:
-        engine.dispose()
 
 
 def _cart(store: CartStore, uid: str, status: CartStatus, count: int) -> tuple[int, list[int]]:
