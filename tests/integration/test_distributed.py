@@ -297,7 +297,13 @@ def test_a_worker_serves_its_own_counters_on_its_metrics_port(
         cluster(tmp_path, archive_interface.url, "rabbitmq", "postgres", workers=0) as running,
         httpx.Client(base_url=running.server.url, timeout=30.0) as client,
     ):
-        worker = running.start_worker(CARTD_METRICS_PORT=str(port))
+        # A host-wide PROMETHEUS_MULTIPROC_DIR meant for API processes: a worker keeps out of
+        # it, or an API process using that folder would add the worker's counters to its own.
+        api_folder = tmp_path / "api-metrics"
+        api_folder.mkdir()
+        worker = running.start_worker(
+            CARTD_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(api_folder)
+        )
         url = f"http://127.0.0.1:{port}/metrics"
         assert f"serves its metrics at {url}" in worker.log()
         before = scrape(url)
@@ -320,6 +326,7 @@ def test_a_worker_serves_its_own_counters_on_its_metrics_port(
         assert sample(api, "cartd_carts", status="ready") == 1
         assert sample(api, "cartd_volume_used_bytes") == 9000
         assert sample(api, "cartd_files_staged_total") == 0, "the API process pulls nothing"
+        assert list(api_folder.iterdir()) == []
 
 
 ORIGINAL_SAMPLE = """\
