@@ -26,8 +26,20 @@ log = logging.getLogger("cartd")
 SHUTDOWN_GRACE = 5
 
 
+#: prometheus-client's multiprocess switch (`cartd.observability.metrics.MULTIPROC_ENV`),
+#: named here so that `cartd worker` can drop it before prometheus-client is imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
+
+
+def _worker_settings(args: argparse.Namespace) -> Settings:
+    """The settings, with `--metrics-port` over `cartd.metrics_port` when given."""
+    if args.metrics_port is None:
+        return _settings(args)
+    return load_settings(args.config, metrics_port=args.metrics_port)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -62,6 +74,7 @@ def _serve_processes(args: argparse.Namespace) -> int:
     """
     import uvicorn
 
+    from cartd.observability.metrics import multiprocess_folder
     from cartd.runtime import build_runtime
 
     build_runtime(_settings(args)).close()
@@ -69,27 +82,39 @@ def _serve_processes(args: argparse.Namespace) -> int:
         os.environ["CARTD_CONFIG"] = str(Path(args.config).expanduser().absolute())
     os.environ["CARTD_LOG_LEVEL"] = args.log_level
     os.environ["CARTD_LOG_FORMAT"] = args.log_format
-    log.info("serving with %d worker processes", args.workers)
-    uvicorn.run(
-        "cartd.asgi:app",
-        host=args.address,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level.lower(),
-        log_config=None,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE,
-    )
+    # Set before the workers start (and so before they import prometheus-client): every
+    # process writes its counters there, and /metrics of any of them adds them all up.
+    with multiprocess_folder() as folder:
+        log.info(
+            "serving with %d worker processes; /metrics adds up their counters kept in %s",
+            args.workers,
+            folder,
+        )
+        uvicorn.run(
+            "cartd.asgi:app",
+            host=args.address,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level.lower(),
+            log_config=None,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        )
     return 0
 
 
 def worker(args: argparse.Namespace) -> int:
+    if os.environ.pop(MULTIPROC_ENV, None):
+        # Dropped before prometheus-client is imported (it reads it then): a worker is one
+        # process serving its own counters; in the API's folder they would be counted twice.
+        log.info("%s is for API processes: this worker serves its own metrics", MULTIPROC_ENV)
     from cartd.workers.celery_main import create_worker
 
-    settings = _settings(args)
+    settings = _worker_settings(args)
     if not settings.broker_url:
         raise ConfigError("cartd worker needs a broker: set celery.broker_url (BROKER_URL)")
     app, host = create_worker(settings)
     host.parts()  # now, so a database that cannot be reached stops the start with its cause
+    host.serve_metrics()  # and a metrics port that cannot be had
     app.conf.update(worker_hijack_root_logger=False, worker_redirect_stdouts=False)
     celery_worker = app.Worker(
         hostname=f"cartd-{os.getpid()}@{socket.gethostname()}",
@@ -303,6 +328,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cartd", description="Data carts for scientific archives (Pacifica Cartd compatible)."
@@ -356,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help="steps run at once, each in a thread (default: cartd.stage_workers)",
+    )
+    work.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve this worker's Prometheus metrics on this port (default:"
+        " cartd.metrics_port; 0: none), at cartd.metrics_address",
     )
     work.set_defaults(handler=worker)
 

@@ -132,6 +132,21 @@ KEYS: tuple[Key, ...] = (
         "Seconds a step may be overdue before a worker's sweep sends it again (its task lost).",
     ),
     Key(
+        "metrics_port",
+        "cartd",
+        "metrics_port",
+        "CARTD_METRICS_PORT",
+        "Port on which each `cartd worker` serves its Prometheus metrics (0 or unset: none;"
+        " `cartd worker --metrics-port` overrides it). API processes serve `GET /metrics`.",
+    ),
+    Key(
+        "metrics_address",
+        "cartd",
+        "metrics_address",
+        "CARTD_METRICS_ADDRESS",
+        "Address a worker's metrics endpoint listens on (default 127.0.0.1; 0.0.0.0 for all).",
+    ),
+    Key(
         "database_url",
         "database",
         "peewee_url",
@@ -253,6 +268,8 @@ class Settings(BaseModel):
     backend_url: str | None = None
     celery_queue: str = Field("cartd", min_length=1, max_length=200)
     sweep_grace: float = Field(300.0, gt=0)
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_address: str = Field("127.0.0.1", min_length=1)
     database_url: str | None = None
     database_connect_attempts: int = Field(10, ge=1)
     database_connect_wait: float = Field(20.0, ge=0)
@@ -294,6 +311,11 @@ class Settings(BaseModel):
     @classmethod
     def _unset_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _unset_is_zero(cls, value: Any) -> Any:
+        return 0 if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
 
     @property
     def pool_size(self) -> int:

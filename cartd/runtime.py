@@ -15,7 +15,7 @@ from cartd.db.engine import database_url, make_engine, wait_for_database
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.errors import ConfigError
-from cartd.observability.metrics import Metrics, VolumeSnapshot
+from cartd.observability.metrics import Metrics, VolumeSnapshot, multiprocess_dir
 from cartd.service.backoff import Backoff
 from cartd.service.carts import CartService
 from cartd.service.pipeline import Pipeline, PipelinePolicy
@@ -96,11 +96,15 @@ def make_runner(settings: Settings, pipeline: Pipeline, store: CartStore, volume
     )
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, *, api: bool = True) -> Runtime:
     """Build everything; the runner is not started (see `Runtime.runner.start`).
 
     With a broker configured the runner sends steps to it (`cartd worker` runs them);
     otherwise the embedded runner runs them in this process.
+
+    An API process's metrics carry the volume gauges, read from the database at each
+    scrape, and follow `PROMETHEUS_MULTIPROC_DIR`; a worker's (`api=False`) are its own
+    counters only, served on its own port.
     """
     volume = Volume(settings.volume_path)
     volume.prepare()
@@ -128,7 +132,12 @@ def build_runtime(settings: Settings) -> Runtime:
         claim_seconds=settings.claim_seconds,
     )
     space = SpaceLedger(engine)
-    metrics = Metrics(partial(volume_snapshot, store, space))
+    if api:
+        metrics = Metrics(
+            partial(volume_snapshot, store, space), multiprocess_dir=multiprocess_dir()
+        )
+    else:
+        metrics = Metrics()
     pipeline = Pipeline(store, space, volume, archive, policy, metrics)
     runner = make_runner(settings, pipeline, store, volume)
     carts = CartService(

@@ -34,6 +34,7 @@ class Outcome:
 def take_step(pipeline: Pipeline, kind: Kind, idents: Sequence[int]) -> Outcome:
     """Run one step. A step that raised is not dropped, or its cart would wait forever:
     it is asked to run again after `RETRY_BROKEN` seconds, and logged each time."""
+    pipeline.metrics.steps_taken(kind, len(idents))
     try:
         if kind == "file":
             advanced = pipeline.advance(idents)
@@ -45,6 +46,7 @@ def take_step(pipeline: Pipeline, kind: Kind, idents: Sequence[int]) -> Outcome:
     except Exception:
         # Most likely the database is unreachable.
         log.exception("step %s %s failed; trying again in %.0fs", kind, idents, RETRY_BROKEN)
+        pipeline.metrics.step_failed(kind, len(idents))
         return Outcome([RETRY_BROKEN] * len(idents), [])
 
 

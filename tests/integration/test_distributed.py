@@ -21,10 +21,11 @@ import httpx
 import pytest
 
 from tests.conftest import FileEntry, entry, new_id, run_cartd, scratch_database
-from tests.support.archive_interface import ArchiveInterface
+from tests.support.archive_interface import ArchiveInterface, free_port
 from tests.support.brokers import BrokerQueue, scratch_queue
 from tests.support.cartd_server import CartdServer, CartdWorker, wait_for_cart, wait_until
 from tests.support.fault_archive import FaultArchive, Faults
+from tests.support.metrics import names, sample, scrape
 from tests.support.tars import tar_files
 
 pytestmark = pytest.mark.archive
@@ -282,6 +283,50 @@ def test_two_workers_share_the_files_of_a_cart(
         # Two rounds of batches: the files are sized in one, and those parked until the
         # cart's space was held are pulled in the next; never more than a message a file.
         assert sum(taken) <= len(files), f"more than one message a file: {taken}"
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_a_worker_serves_its_own_counters_on_its_metrics_port(
+    archive_interface: ArchiveInterface, store_files: Store, tmp_path: Path
+) -> None:
+    files = {f"m{index}.bin": bytes([index]) * 3000 for index in range(3)}
+    uid = new_id("cart")
+    port = free_port()
+    with (
+        cluster(tmp_path, archive_interface.url, "rabbitmq", "postgres", workers=0) as running,
+        httpx.Client(base_url=running.server.url, timeout=30.0) as client,
+    ):
+        # A host-wide PROMETHEUS_MULTIPROC_DIR meant for API processes: a worker keeps out of
+        # it, or an API process using that folder would add the worker's counters to its own.
+        api_folder = tmp_path / "api-metrics"
+        api_folder.mkdir()
+        worker = running.start_worker(
+            CARTD_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(api_folder)
+        )
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert f"serves its metrics at {url}" in worker.log()
+        before = scrape(url)
+        assert sample(before, "cartd_files_staged_total") == 0
+        assert sample(before, "cartd_steps_total", kind="file") == 0
+
+        post(client, uid, store_files(files))
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        # The last file's counter may be added just after its cart became ready.
+        wait_until(lambda: sample(scrape(url), "cartd_files_staged_total") == len(files))
+        after = scrape(url)
+        assert sample(after, "cartd_bytes_pulled_total") == 9000
+        assert sample(after, "cartd_steps_total", kind="file") >= len(files)
+        assert sample(after, "cartd_steps_total", kind="size") >= 1
+        assert sample(after, "cartd_archive_errors_total", kind="transient") == 0
+        # The database's gauges are the API's to show: no worker queries it per scrape.
+        assert not {"cartd_carts", "cartd_volume_used_bytes"} & names(after)
+
+        api = scrape(running.server.url + "/metrics")
+        assert sample(api, "cartd_carts", status="ready") == 1
+        assert sample(api, "cartd_volume_used_bytes") == 9000
+        assert sample(api, "cartd_files_staged_total") == 0, "the API process pulls nothing"
+        assert list(api_folder.iterdir()) == []
 
 
 ORIGINAL_SAMPLE = """\

@@ -3,6 +3,7 @@ on PostgreSQL, and `uvicorn cartd.asgi:app` with its settings from the environme
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from tests.conftest import entry, new_id, run_cartd, scratch_database
 from tests.support.cartd_server import CartdServer, wait_for_cart, wait_until
 from tests.support.fault_archive import FaultArchive, Faults
+from tests.support.metrics import own_counters, sample, scrape
 from tests.support.tars import tar_files
 
 #: Longer than the embedded runner's sweep (5 s): a second process sweeping the database
@@ -74,6 +76,50 @@ def test_serve_with_two_processes_on_postgres_makes_every_cart_pulling_each_file
             pulls = {file_id: fault_archive.count("GET", file_id) for file_id in owners}
             assert pulls == dict.fromkeys(owners, 1), "a file was pulled by two processes"
             assert "Traceback" not in server.log()
+
+
+@pytest.mark.timeout(60)
+def test_one_scrape_of_serve_with_two_processes_adds_up_the_counters_of_both(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    file_id, data = new_id(), b"served by either process\n" * 400
+    fault_archive.add(file_id, data)
+    env = {"ARCHIVE_INTERFACE_URL": fault_archive.url, "VOLUME_PATH": str(tmp_path / "volume")}
+    with CartdServer(tmp_path / "two", env, args=["--workers", "2"]) as server:
+        wait_until(lambda: server.log().count("cartd is serving carts from") == 2)
+        kept = re.search(r"adds up their counters kept in (\S+)", server.log())
+        assert kept, server.log()
+        folder = Path(kept.group(1))
+        uid = new_id("cart")
+        order = {"fileids": [entry(file_id, data, "s.txt")]}
+        assert httpx.post(f"{server.url}/{uid}", json=order, timeout=30).status_code == 201
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+
+        served = 0
+
+        def both_served() -> bool:
+            nonlocal served
+            # A new connection each time: either process may take it.
+            download = httpx.get(f"{server.url}/{uid}", params={"filename": "s.tar"}, timeout=30)
+            assert download.status_code == 200
+            served += len(download.content)
+            counted = own_counters(folder)
+            return sum(1 for c in counted.values() if c.get("cartd_bytes_served_total")) == 2
+
+        wait_until(both_served, timeout=30, interval=0)
+        per_process = [c.get("cartd_bytes_served_total", 0) for c in own_counters(folder).values()]
+        assert sum(per_process) == served
+        assert all(count < served for count in per_process), per_process
+
+        for _ in range(4):  # whichever process answers, the scrape shows the sum
+            found = scrape(f"{server.url}/metrics")
+            assert sample(found, "cartd_bytes_served_total") == served
+            assert sample(found, "cartd_files_staged_total") == 1
+            assert sample(found, "cartd_bytes_pulled_total") == len(data)
+            assert sample(found, "cartd_carts", status="ready") == 1
+        assert "Traceback" not in server.log()
+    assert not folder.exists(), "the run's folder is removed when the server stops"
 
 
 def test_serve_workers_must_be_a_positive_number(tmp_path: Path) -> None:

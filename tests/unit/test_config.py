@@ -336,3 +336,15 @@ def test_several_wrong_values_are_all_named(tmp_path: Path) -> None:
 def test_binary_marker_needs_a_prefix() -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size("4 i")
+
+
+def test_a_workers_metrics_endpoint_is_off_unless_a_port_is_given() -> None:
+    assert load_settings(None, environ={}).metrics_port == 0
+    assert load_settings(None, environ={"CARTD_METRICS_PORT": ""}).metrics_port == 0
+    given = load_settings(
+        None, environ={"CARTD_METRICS_PORT": "9101", "CARTD_METRICS_ADDRESS": "0.0.0.0"}
+    )
+    assert (given.metrics_address, given.metrics_port) == ("0.0.0.0", 9101)
+    assert load_settings(None, environ={}).metrics_address == "127.0.0.1"
+    with pytest.raises(ConfigError, match=r"cartd.metrics_port \(CARTD_METRICS_PORT\)"):
+        load_settings(None, environ={"CARTD_METRICS_PORT": "70000"})

@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from cartd.config import load_settings
 from cartd.db.store import CartStore, carts, files
+from cartd.observability.metrics import Metrics
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus
 from cartd.workers.distributed.app import create_celery, visibility_timeout
@@ -83,6 +84,26 @@ def test_each_worker_sends_a_lost_step_once_per_grace(store: CartStore) -> None:
     assert sorted(first.files) == file_ids
     assert second.sizes == [never_sized.id], "another worker sends it once too, no more"
     assert second.files == [], "files are marked in the database: no worker sends them again"
+
+
+def test_a_sweep_counts_the_steps_it_sends_again(store: CartStore) -> None:
+    orders = [FileOrder(f"a{i}", f"f{i}", "md5", "0" * 32) for i in range(3)]
+    store.create_cart("never-sized", False, orders[:1])
+    staging, _ = store.create_cart("staging", False, orders[1:])
+    store.move_cart(staging.id, CartStatus.STAGING)
+    with store.engine.begin() as connection:
+        connection.execute(update(carts).values(updated_at=datetime.now(UTC) - timedelta(hours=1)))
+        connection.execute(update(files).values(next_attempt_at=time.time() - 3600))
+    metrics = Metrics()
+    sweeper = Sweeper(store, Sent(), grace=60, metrics=metrics)
+
+    sweeper.sweep()
+    sweeper.sweep()  # nothing more is sent within the grace, so nothing more is counted
+
+    body = metrics.render()[0].decode()
+    assert 'cartd_steps_resent_total{kind="size"} 1.0' in body
+    assert 'cartd_steps_resent_total{kind="file"} 2.0' in body
+    assert 'cartd_steps_resent_total{kind="finish"} 0.0' in body
 
 
 def test_a_broker_that_cannot_be_reached_fails_no_caller(caplog: pytest.LogCaptureFixture) -> None:

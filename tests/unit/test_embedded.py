@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+from cartd.observability.metrics import Metrics
 from cartd.service.pipeline import Advanced, Pipeline
 from cartd.workers.embedded import MAX_BATCH, EmbeddedRunner
 
@@ -21,6 +22,7 @@ class RecordingPipeline:
         self.again = dict(again or {})
         self.sized = dict(sized or {})
         self.lock = threading.Lock()
+        self.metrics = Metrics()  # the steps taken are counted on it
 
     def start(self) -> None: ...
 

@@ -15,6 +15,7 @@ import threading
 import time
 
 from cartd.db.store import CartStore, Overdue
+from cartd.observability.metrics import Metrics
 from cartd.workers.base import Runner
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ class Sweeper:
         grace: float,
         limit: int = SWEEP_LIMIT,
         interval: float = SWEEP_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.runner = runner
         self.grace = grace
@@ -48,12 +51,18 @@ class Sweeper:
         overdue = self.store.overdue(self.grace, self.limit)
         now = time.monotonic()
         self._sent = {key: at for key, at in self._sent.items() if now - at < self.grace}
-        for cart_id in self._fresh("size", overdue.sizes, now):
+        sizes = self._fresh("size", overdue.sizes, now)
+        for cart_id in sizes:
             self.runner.submit_size(cart_id)
         if overdue.files:
             self.runner.submit_files(overdue.files)
-        for cart_id in self._fresh("finish", overdue.finishes, now):
+        finishes = self._fresh("finish", overdue.finishes, now)
+        for cart_id in finishes:
             self.runner.submit_finish(cart_id)
+        if self.metrics is not None:
+            self.metrics.steps_resent("size", len(sizes))
+            self.metrics.steps_resent("file", len(overdue.files))
+            self.metrics.steps_resent("finish", len(finishes))
         if overdue.sizes or overdue.files or overdue.finishes:
             log.info(
                 "sweep: sent again %d sizing, %d file and %d finishing steps overdue by %.0fs",

@@ -16,6 +16,7 @@ from celery import Celery, bootsteps, signals
 
 from cartd.config import Settings
 from cartd.db.store import CartStore
+from cartd.observability.metrics import Metrics, MetricsServer
 from cartd.service.pipeline import Pipeline
 from cartd.storage import Volume
 from cartd.workers.base import Runner
@@ -39,20 +40,32 @@ class WorkerParts(Protocol):
     @property
     def volume(self) -> Volume: ...
 
+    @property
+    def metrics(self) -> Metrics: ...
+
     def close(self) -> None: ...
 
 
 class WorkerHost:
     """The worker process's one runtime, built once and shared by the pool's threads
     (its database and archive connection pools are sized for them), with the pipeline's
-    watch running, as it must in any process that takes steps, and the sweep."""
+    watch running, as it must in any process that takes steps, and the sweep; and, given a
+    port, the endpoint serving the runtime's metrics."""
 
-    def __init__(self, build: Callable[[], WorkerParts], runner: Runner, grace: float) -> None:
+    def __init__(
+        self,
+        build: Callable[[], WorkerParts],
+        runner: Runner,
+        grace: float,
+        metrics_at: tuple[str, int] | None = None,
+    ) -> None:
         self._build = build
         self._runner = runner
         self._grace = grace
+        self._metrics_at = metrics_at
         self._parts: WorkerParts | None = None
         self._sweeper: Sweeper | None = None
+        self._metrics_server: MetricsServer | None = None
         self._lock = threading.Lock()
 
     def parts(self) -> WorkerParts:
@@ -66,12 +79,34 @@ class WorkerHost:
     def pipeline(self) -> Pipeline:
         return self.parts().pipeline
 
+    def serve_metrics(self) -> MetricsServer | None:
+        """Serve the runtime's metrics on the port given, once; None when none was.
+
+        A port that cannot be had stops the start (`ConfigError`): a worker whose
+        metrics nobody can scrape should not look healthy."""
+        if self._metrics_at is None:
+            return None
+        metrics = self.parts().metrics
+        with self._lock:
+            if self._metrics_server is None:
+                address, port = self._metrics_at
+                self._metrics_server = MetricsServer(metrics.exposed, address, port)
+                log.info(
+                    "cartd worker serves its metrics at http://%s:%d/metrics",
+                    address,
+                    self._metrics_server.port,
+                )
+            return self._metrics_server
+
     def start(self) -> None:
         parts = self.parts()
         self._clean_deleted(parts)
+        self.serve_metrics()
         with self._lock:
             if self._sweeper is None:
-                self._sweeper = Sweeper(parts.store, self._runner, self._grace)
+                self._sweeper = Sweeper(
+                    parts.store, self._runner, self._grace, metrics=parts.metrics
+                )
                 self._sweeper.start()
         log.info("cartd worker ready; steps overdue by %.0fs are sent again", self._grace)
 
@@ -87,6 +122,9 @@ class WorkerHost:
         self.stop()
         with self._lock:
             parts, self._parts = self._parts, None
+            server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.close()
         if parts is not None:
             parts.pipeline.stop()
             parts.close()
@@ -140,7 +178,10 @@ def worker_app(settings: Settings, build: Callable[[], WorkerParts]) -> tuple[Ce
     with `build` (first use, or the worker's start, whichever comes first)."""
     app = create_celery(settings)
     runner = CeleryRunner(app, spread=settings.stage_workers)
-    host = WorkerHost(build, runner, settings.sweep_grace)
+    metrics_at = None
+    if settings.metrics_port:
+        metrics_at = (settings.metrics_address, settings.metrics_port)
+    host = WorkerHost(build, runner, settings.sweep_grace, metrics_at)
     register_tasks(app, host.pipeline, runner)
     app.steps["worker"].add(_lifecycle(host))
 
