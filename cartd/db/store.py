@@ -764,24 +764,38 @@ class CartStore:
             return due, finishing, deleted
 
     def overdue(self, grace: float, limit: int) -> Overdue:
-        """Work whose task was lost: due more than `grace` seconds ago and still not done.
+        """Work whose task was lost: due more than `grace` seconds ago and still not done,
+        or a file whose step's claim lapsed.
 
         What a distributed sweep re-drives. At most `limit` files are returned, the longest
         overdue first, and each is marked due now, so the next sweep leaves it alone for
         another `grace` seconds: a backlog of thousands of carts is re-driven a slice at a
         time instead of flooding the queue.
+
+        A live step renews its claims every third of their length, so a lapsed claim
+        means its step died (its worker killed mid-pull): the file is sent again at
+        once, not after `grace`, since the message of that step, delivered again to
+        another worker while the claim still held, was dropped there. The lapsed claim
+        is cleared as the file is sent, so the next sweep treats it as any other.
         """
         wall = time.time()
         stamp = now()
         before = stamp - timedelta(seconds=grace)
         open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
         due_at = func.coalesce(files.c.next_attempt_at, 0.0)
-        late = and_(
-            or_(
-                and_(files.c.next_attempt_at.is_not(None), files.c.next_attempt_at < wall - grace),
-                and_(files.c.next_attempt_at.is_(None), files.c.updated_at < before),
+        lapsed = and_(files.c.claimed_by.is_not(None), files.c.claimed_until < wall)
+        late = or_(
+            and_(
+                or_(
+                    and_(
+                        files.c.next_attempt_at.is_not(None),
+                        files.c.next_attempt_at < wall - grace,
+                    ),
+                    and_(files.c.next_attempt_at.is_(None), files.c.updated_at < before),
+                ),
+                or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
             ),
-            or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
+            lapsed,
         )
         unclaimed = or_(carts.c.claimed_until.is_(None), carts.c.claimed_until < wall)
         with self._writing() as connection:
@@ -815,6 +829,11 @@ class CartStore:
                     files.update()
                     .where(files.c.id.in_(file_ids))
                     .values(next_attempt_at=wall, updated_at=stamp)
+                )
+                connection.execute(
+                    files.update()
+                    .where(files.c.id.in_(file_ids), lapsed)
+                    .values(claimed_by=None, claimed_until=None)
                 )
             not_done = (
                 select(files.c.id)

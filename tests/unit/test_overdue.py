@@ -73,3 +73,21 @@ def test_a_cart_never_sized_and_a_cart_never_finished_are_found(store: CartStore
     assert found.finishes == [finishing]
     assert found.files == []
     assert fresh not in found.sizes
+
+
+def test_a_file_whose_claim_lapsed_is_sent_again_at_once_and_its_claim_cleared(
+    store: CartStore,
+) -> None:
+    cart_id, file_ids = _cart(store, "lapsed", 3)
+    store.move_cart(cart_id, CartStatus.STAGING)
+    just_now = time.time()
+    with store.engine.begin() as connection:
+        connection.execute(update(files).values(next_attempt_at=just_now))  # none is late
+    dead, live = file_ids[0], file_ids[1]
+    assert store.claim_files([dead], "host:1:dead", until=time.time() - 1) == {dead}
+    assert store.claim_files([live], "host:2:live", until=time.time() + 60) == {live}
+
+    found = store.overdue(grace=300, limit=10)
+    assert found.files == [dead], "a claim no step renews means its step died"
+    assert store.claim_holders() == {"host:2:live"}, "the lapsed claim is cleared"
+    assert store.overdue(grace=300, limit=10).files == [], "then it waits a grace as any other"
