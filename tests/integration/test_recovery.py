@@ -1,5 +1,6 @@
 """Distributed mode under races and faults: many carts on two workers, a worker killed
-mid-pull.
+mid-pull, the broker and the database restarted under carts in flight, API processes
+racing, and the operator's `stuck` and `fixit`.
 
 Real processes on loopback: `cartd serve` and `cartd worker`, the machine's RabbitMQ,
 Redis, PostgreSQL and MariaDB, or private Redis and PostgreSQL servers that a test stops
@@ -9,6 +10,7 @@ Kills are SIGKILL.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,13 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, bindparam, create_engine, text
 
 from cartd.db.engine import database_url
 from tests.conftest import FileEntry, entry, new_id
 from tests.support.cartd_server import wait_for_cart, wait_until
 from tests.support.cluster import CELLS, Cluster, cluster, post
 from tests.support.fault_archive import FaultArchive, Faults
+from tests.support.private_servers import PrivatePostgres, PrivateRedis
 from tests.support.tars import tar_files
 
 #: Archive requests that stall are not cut short by cartd's own timeout in these tests.
@@ -113,11 +116,14 @@ def test_two_workers_pull_every_file_of_many_carts_exactly_once(
 # -- a worker killed mid-pull ------------------------------------------------------------
 
 
-@pytest.mark.rabbitmq
-@pytest.mark.postgres
+@pytest.mark.parametrize("cell", CELLS)
 def test_a_worker_killed_mid_pull_leaves_the_file_to_a_live_worker(
-    fault_archive: FaultArchive, tmp_path: Path
+    cell: tuple[str, str], fault_archive: FaultArchive, tmp_path: Path
 ) -> None:
+    # RabbitMQ delivers the killed worker's message again at once, to a worker that finds
+    # the file claimed; Redis holds it for its visibility timeout. Either way the file is
+    # sent again once the dead step's claim lapses.
+    broker, database = cell
     files = {f"k{index}.bin": bytes([65 + index]) * 3000 for index in range(4)}
     stalled = {"stalled.bin": b"stalled, then killed\n" * 500}
     orders = stored(fault_archive, files)
@@ -125,7 +131,7 @@ def test_a_worker_killed_mid_pull_leaves_the_file_to_a_live_worker(
     stalled_id = stall[0]["id"]
     env = {**PATIENT, "CARTD_CLAIM_SECONDS": "3"}
     with (
-        cluster(tmp_path, fault_archive.url, "rabbitmq", "postgres", workers=2, env=env) as running,
+        cluster(tmp_path, fault_archive.url, broker, database, workers=2, env=env) as running,
         httpx.Client(base_url=running.server.url, timeout=30.0) as client,
         inspect(running) as db,
     ):
@@ -138,13 +144,132 @@ def test_a_worker_killed_mid_pull_leaves_the_file_to_a_live_worker(
         pid = int(holder.split(":")[1])
         [victim] = [w for w in running.workers if w.process and w.process.pid == pid]
         victim.kill()  # SIGKILL mid-pull: its message was never acknowledged
+        killed_at = time.monotonic()  # the process is gone, its sockets closed
 
         assert_ready_and_correct(client, "killed", {**files, **stalled})
-    pulls = [
-        at for at, method, fid in fault_archive.requests if method == "GET" and fid == stalled_id
-    ]
-    assert len(pulls) == 2, pulls
+    gets = [(at, fid) for at, method, fid in fault_archive.requests if method == "GET"]
+    stalled_pulls = [at for at, fid in gets if fid == stalled_id]
+    assert len(stalled_pulls) == 2, stalled_pulls
     left = fault_archive.departures(stalled_id)
     assert len(left) == 1, "the killed worker's pull ended when it died"
-    assert left[0] < pulls[1], "the second pull began while the first was still under way"
-    assert all(fault_archive.count("GET", order["id"]) == 1 for order in orders)
+    assert left[0] < stalled_pulls[1], "the second pull began while the first was under way"
+    # While both lived, and then for the one left, each file was pulled once at most (the
+    # killed worker may have been pulling another file too, which is pulled again).
+    for fid in {fid for _, fid in gets}:
+        before = [at for at, other in gets if other == fid and at < killed_at]
+        after = [at for at, other in gets if other == fid and at >= killed_at]
+        assert len(before) <= 1, (fid, before, killed_at)
+        assert len(after) <= 1, (fid, after, killed_at)
+
+
+# -- the broker restarted ----------------------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.mysql
+def test_carts_in_flight_and_orders_taken_while_the_broker_is_down_are_all_made(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    in_flight = {
+        new_id("flight"): {
+            f"f{index}.txt": f"{cart} {index}\n".encode() * 200 for index in range(3)
+        }
+        for cart in range(3)
+    }
+    orders = {uid: stored(fault_archive, files) for uid, files in in_flight.items()}
+    stalled = {uid: {"slow.txt": f"slow {uid}\n".encode() * 300} for uid in in_flight}
+    for uid, files in stalled.items():  # each cart's last pull outlives the broker
+        orders[uid] += stored(fault_archive, files, Faults(delay_first=1, delay_seconds=2))
+        in_flight[uid] |= files
+    during = {new_id("during"): {"d.txt": f"ordered while down {n}\n".encode()} for n in range(2)}
+    orders |= {uid: stored(fault_archive, files) for uid, files in during.items()}
+    env = {**PATIENT, "CARTD_SWEEP_GRACE": "2"}  # messages lost with the broker: the sweep
+    with (
+        PrivateRedis(tmp_path / "redis") as broker,
+        cluster(
+            tmp_path, fault_archive.url, "redis", "mysql", workers=2, env=env, broker_url=broker.url
+        ) as running,
+        httpx.Client(base_url=running.server.url, timeout=30.0) as client,
+    ):
+        for uid in in_flight:
+            post(client, uid, orders[uid])
+        slow_ids = [orders[uid][-1]["id"] for uid in in_flight]
+        wait_until(lambda: all(fault_archive.count("GET", fid) == 1 for fid in slow_ids))
+
+        broker.kill()  # every message it held is gone
+        for uid in during:
+            started = time.monotonic()
+            post(client, uid, orders[uid])  # taken, its step recorded; the send gives up
+            assert time.monotonic() - started < 10, "a POST waited long on the broker"
+        assert client.head(next(iter(in_flight))).status_code == 204
+        assert client.get("/").status_code == 200
+
+        broker.start()  # empty, on the same port
+        for uid, files in {**in_flight, **during}.items():
+            assert_ready_and_correct(client, uid, files, timeout=45)
+    pulls = pulls_per_file(fault_archive, orders)
+    assert set(pulls.values()) == {1}, pulls
+
+
+# -- the database restarted --------------------------------------------------------------
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_carts_in_flight_while_the_database_restarts_are_all_made(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    carts = {
+        new_id("db"): {f"f{index}.txt": f"{cart} {index}\n".encode() * 300 for index in range(3)}
+        for cart in range(3)
+    }
+    orders = {uid: stored(fault_archive, files) for uid, files in carts.items()}
+    for uid in carts:  # a pull of each cart under way while the database is away
+        slow = {"slow.txt": f"slow {uid}\n".encode() * 300}
+        orders[uid] += stored(fault_archive, slow, Faults(delay_first=1, delay_seconds=2))
+        carts[uid] |= slow
+    with (
+        PrivatePostgres() as database,
+        cluster(
+            tmp_path,
+            fault_archive.url,
+            "rabbitmq",
+            "postgres",
+            workers=2,
+            # A claim the database was away to release lapses, then the sweep sends it.
+            env={**PATIENT, "CARTD_CLAIM_SECONDS": "3"},
+            database_url=database.url,
+        ) as running,
+        httpx.Client(base_url=running.server.url, timeout=30.0) as client,
+    ):
+        for uid in carts:
+            post(client, uid, orders[uid])
+        slow_ids = [orders[uid][-1]["id"] for uid in carts]
+        wait_until(lambda: all(fault_archive.count("GET", fid) == 1 for fid in slow_ids))
+
+        with inspect(running) as db, db.connect() as connection:
+            places = [
+                Path(running.env["VOLUME_PATH"]) / "carts" / str(cart_id) / "files" / str(file_id)
+                for cart_id, file_id in connection.execute(
+                    text("SELECT cart_id, id FROM cart_files WHERE archive_id IN :ids").bindparams(
+                        bindparam("ids", expanding=True)
+                    ),
+                    {"ids": slow_ids},
+                )
+            ]
+        database.halt()  # as a crash: the pulls under way end while it is away
+        some = next(iter(carts))
+        for answer in (
+            client.get(f"/{some}"),
+            client.post(f"/{new_id('refused')}", json={"fileids": orders[some]}),
+        ):
+            assert answer.status_code >= 500, answer.text
+            assert "message" in answer.json()
+            assert "Traceback" not in answer.text
+        assert client.head(f"/{some}").status_code >= 500
+        wait_until(lambda: all(place.exists() for place in places))  # their rows cannot say so
+
+        database.start()
+        for uid, files in carts.items():
+            assert_ready_and_correct(client, uid, files)
+        assert "trying again in 5s" in "".join(worker.log() for worker in running.workers)
