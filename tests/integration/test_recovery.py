@@ -10,6 +10,8 @@ Kills are SIGKILL.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ import pytest
 from sqlalchemy import Engine, bindparam, create_engine, text
 
 from cartd.db.engine import database_url
-from tests.conftest import FileEntry, entry, new_id
+from tests.conftest import FileEntry, entry, new_id, run_cartd
 from tests.support.cartd_server import wait_for_cart, wait_until
 from tests.support.cluster import CELLS, Cluster, cluster, post
 from tests.support.fault_archive import FaultArchive, Faults
@@ -54,13 +56,18 @@ def pulls_per_file(archive: FaultArchive, orders: dict[str, list[FileEntry]]) ->
 
 
 def assert_ready_and_correct(
-    client: httpx.Client, uid: str, files: dict[str, bytes], timeout: float = 30.0
+    client: httpx.Client,
+    uid: str,
+    files: dict[str, bytes],
+    timeout: float = 30.0,
+    bundled: bool = False,
 ) -> None:
     head = wait_for_cart(client, uid, timeout=timeout)
     assert head.headers["X-Pacifica-Status"] == "ready", dict(head.headers)
     download = client.get(f"/{uid}", params={"filename": "d.tar"})
     assert download.status_code == 200, download.text
-    assert tar_files(download.content) == {f"d/{path}": data for path, data in files.items()}
+    top = uid if bundled else "d"  # a bundle was written once, under the uid
+    assert tar_files(download.content) == {f"{top}/{path}": data for path, data in files.items()}
 
 
 @contextmanager
@@ -273,3 +280,188 @@ def test_carts_in_flight_while_the_database_restarts_are_all_made(
         for uid, files in carts.items():
             assert_ready_and_correct(client, uid, files)
         assert "trying again in 5s" in "".join(worker.log() for worker in running.workers)
+
+
+# -- API processes racing ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_apis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, FaultArchive]]:
+    """Two `cartd serve` processes on one database, broker and volume, and a worker."""
+    workdir = tmp_path_factory.mktemp("two-apis")
+    with (
+        FaultArchive() as archive,
+        cluster(workdir, archive.url, "redis", "mysql", env=PATIENT) as running,
+    ):
+        running.start_server()
+        yield running, archive
+
+
+def live_carts(running: Cluster, uids: list[str]) -> list[tuple[int, str, str]]:
+    """(id, uid, status) of the carts of these uids not deleted."""
+    with inspect(running) as db, db.connect() as connection:
+        query = text(
+            "SELECT id, uid, status FROM carts WHERE uid IN :uids AND status != 'deleted'"
+        ).bindparams(bindparam("uids", expanding=True))
+        return [tuple(row) for row in connection.execute(query, {"uids": uids})]
+
+
+def idle(running: Cluster) -> bool:
+    """Every task each worker received has ended (its log says so)."""
+    for worker in running.workers:
+        log = worker.log()
+        if log.count("] received") != log.count("] succeeded") + log.count("] raised"):
+            return False
+    return True
+
+
+@pytest.mark.redis
+@pytest.mark.mysql
+def test_two_posts_of_one_uid_at_once_on_two_api_processes(
+    two_apis: tuple[Cluster, FaultArchive],
+) -> None:
+    running, archive = two_apis
+    uid = new_id("twice")
+    contents = [{"one.txt": b"the first order\n"}, {"a.txt": b"a\n" * 100, "b.txt": b"b\n" * 99}]
+    orders = [stored(archive, files) for files in contents]
+    urls = [running.server.url, running.servers[0].url]
+    barrier = threading.Barrier(2)
+
+    def send(index: int) -> int:
+        with httpx.Client(base_url=urls[index], timeout=30.0) as client:
+            barrier.wait(10)
+            return client.post(f"/{uid}", json={"fileids": orders[index]}).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(send, range(2))) == [201, 201]
+    carts = live_carts(running, [uid])
+    assert len(carts) == 2, carts
+    with inspect(running) as db, db.connect() as connection:
+        newest_files = set(
+            connection.scalars(
+                text("SELECT archive_id FROM cart_files WHERE cart_id = :c"),
+                {"c": max(cart_id for cart_id, _, _ in carts)},
+            )
+        )
+    [newest] = [i for i, order in enumerate(orders) if {o["id"] for o in order} == newest_files]
+
+    for url in urls:  # both processes act on the newest
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            head = wait_for_cart(client, uid)
+            assert head.headers["X-Pacifica-Files-Total"] == str(len(contents[newest]))
+            assert_ready_and_correct(client, uid, contents[newest])
+    with httpx.Client(base_url=urls[1], timeout=30.0) as client:
+        assert client.delete(f"/{uid}").status_code == 200
+    for url in urls:
+        assert httpx.head(f"{url}/{uid}").status_code == 404
+    assert live_carts(running, [uid]) == [], "the DELETE removed both"
+    volume = Path(running.env["VOLUME_PATH"]) / "carts"
+    wait_until(lambda: not any((volume / str(cart_id)).exists() for cart_id, _, _ in carts))
+
+
+@pytest.mark.redis
+@pytest.mark.mysql
+def test_a_delete_racing_the_last_file_of_a_cart_leaves_nothing(
+    two_apis: tuple[Cluster, FaultArchive],
+) -> None:
+    running, archive = two_apis
+    stall = 1.0
+    # DELETEs aimed from well before the last pull ends to after it (and its cart's
+    # bundling) is over, one cart each.
+    offsets = [0.3, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.5]
+    carts = {new_id("race"): index for index in range(len(offsets))}
+    orders = {}
+    for uid in carts:
+        orders[uid] = stored(archive, {"first.txt": f"{uid} first\n".encode() * 100})
+        orders[uid] += stored(
+            archive,
+            {"last.txt": f"{uid} last\n".encode() * 100},
+            Faults(delay_first=1, delay_seconds=stall),
+        )
+    with httpx.Client(base_url=running.server.url, timeout=30.0) as client:
+        for uid in carts:
+            post(client, uid, orders[uid], bundle=True)
+    cart_ids = [cart_id for cart_id, _, _ in live_carts(running, list(carts))]
+
+    def delete_when_aimed(uid: str) -> int:
+        last = orders[uid][-1]["id"]
+        wait_until(lambda: archive.count("GET", last) == 1)
+        [(started, _, _)] = [r for r in archive.requests if r[1] == "GET" and r[2] == last]
+        aim = started + offsets[carts[uid]]
+        time.sleep(max(0.0, aim - time.monotonic()))  # aiming the race, not waiting for a state
+        with httpx.Client(base_url=running.servers[0].url, timeout=30.0) as other:
+            return other.delete(f"/{uid}").status_code
+
+    with ThreadPoolExecutor(len(carts)) as pool:
+        assert set(pool.map(delete_when_aimed, carts)) == {200}
+    wait_until(lambda: idle(running))
+    volume = Path(running.env["VOLUME_PATH"]) / "carts"
+    wait_until(lambda: not any((volume / str(cart_id)).exists() for cart_id in cart_ids))
+    assert live_carts(running, list(carts)) == [], "a deleted cart came back"
+    for uid in carts:
+        assert httpx.head(f"{running.server.url}/{uid}").status_code == 404
+
+
+@pytest.mark.redis
+@pytest.mark.mysql
+def test_head_during_bundling_says_staging_in_phase_bundling(
+    two_apis: tuple[Cluster, FaultArchive],
+) -> None:
+    running, archive = two_apis
+    files = {f"big{index}.bin": bytes([index]) * (2 << 20) for index in range(16)}  # 32 MiB
+    uid = new_id("bundle")
+    with httpx.Client(base_url=running.server.url, timeout=30.0) as client:
+        post(client, uid, stored(archive, files), bundle=True)
+    seen: list[tuple[str, str]] = []
+    with httpx.Client(base_url=running.servers[0].url, timeout=30.0) as other:
+
+        def answered() -> bool:
+            head = other.head(f"/{uid}")
+            seen.append((head.headers["X-Pacifica-Status"], head.headers["X-Pacifica-Phase"]))
+            return seen[-1][0] != "staging"
+
+        wait_until(answered, timeout=60, interval=0)
+        assert_ready_and_correct(other, uid, files, bundled=True)
+    phases = [phase for _, phase in seen]
+    assert "bundling" in phases, sorted(set(phases))
+    assert {status for status, phase in seen if phase != "ready"} == {"staging"}
+    assert phases == sorted(phases, key=["waiting", "staging", "bundling", "ready"].index)
+
+
+# -- the operator: stuck and fixit -------------------------------------------------------
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_a_cart_whose_steps_were_lost_is_listed_as_stuck_and_made_after_fixit(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    files = {"x/stuck.txt": b"stuck, then fixed\n" * 50, "y/too.txt": b"too\n"}
+    uid = new_id("stuck")
+    env = {"CARTD_SWEEP_GRACE": "3600"}  # no sweep sends it again on its own
+    with (
+        cluster(tmp_path, fault_archive.url, "rabbitmq", "postgres", workers=0, env=env) as running,
+        httpx.Client(base_url=running.server.url, timeout=30.0) as client,
+    ):
+        post(client, uid, stored(fault_archive, files))
+        wait_until(lambda: running.queue.depth() == 1)
+        assert running.queue.purge() == 1  # its first step lost
+        running.start_worker()
+        admin = {"HOME": str(tmp_path), **running.env}
+
+        def stuck() -> list[str]:
+            listed = run_cartd("stuck", "--older-than", "1 second", "--json", env=admin)
+            assert listed.returncode == 0, listed.stderr
+            return [cart["uid"] for cart in json.loads(listed.stdout)]
+
+        wait_until(lambda: uid in stuck(), timeout=20)
+        assert client.head(f"/{uid}").headers["X-Pacifica-Phase"] == "waiting"
+        assert fault_archive.requests == [], "no step ran for it"
+
+        fixed = run_cartd("fixit", "--cartid", uid, env=admin)
+        assert fixed.returncode == 0, fixed.stderr
+        fixed_at = time.monotonic()
+        assert_ready_and_correct(client, uid, files, timeout=20)
+        # The worker's next sweep (every 5 s) sends it, its grace of an hour notwithstanding.
+        assert time.monotonic() - fixed_at < 10
+        assert uid not in stuck()
