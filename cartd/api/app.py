@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -21,6 +22,9 @@ from cartd.runtime import Runtime, build_runtime
 from cartd.schemas import Order
 
 log = logging.getLogger(__name__)
+
+#: Seconds a client is asked to wait (`Retry-After`) while the database cannot be reached.
+DATABASE_RETRY_AFTER = 5
 
 
 def error_body(status: int, message: str) -> dict[str, object]:
@@ -112,6 +116,24 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             for error in exc.errors()
         )
         return JSONResponse(error_body(400, problems), 400)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def database_away(request: Request, exc: Exception) -> JSONResponse:
+        # The database restarting or unreachable (or, on MySQL, a deadlock): answered here
+        # rather than by the handler of last resort below, which Starlette makes close the
+        # client's connection after its answer.
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            getattr(exc, "orig", exc),
+        )
+        return JSONResponse(
+            error_body(503, "the database cannot be reached just now; try again shortly"),
+            503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -764,24 +764,40 @@ class CartStore:
             return due, finishing, deleted
 
     def overdue(self, grace: float, limit: int) -> Overdue:
-        """Work whose task was lost: due more than `grace` seconds ago and still not done.
+        """Work whose task was lost: due more than `grace` seconds ago and still not done,
+        or a file of a cart that a dead step worked on.
 
         What a distributed sweep re-drives. At most `limit` files are returned, the longest
         overdue first, and each is marked due now, so the next sweep leaves it alone for
         another `grace` seconds: a backlog of thousands of carts is re-driven a slice at a
         time instead of flooding the queue.
+
+        A live step renews its claims every third of their length, so a lapsed claim
+        means its step died (its worker killed mid-pull). The message of that step,
+        delivered again while the claim still held, was dropped; and the step may have
+        held its cart's space and so been the one to start the files parked until then,
+        which it never sent. So every open file of that cart that no live step holds is
+        sent at once, not after `grace` (a file whose message is still on its way is
+        sent twice: the claims make the second find it taken or done). The lapsed claims
+        are cleared then, so the next sweep treats those files as any other.
         """
         wall = time.time()
         stamp = now()
         before = stamp - timedelta(seconds=grace)
         open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
         due_at = func.coalesce(files.c.next_attempt_at, 0.0)
+        lapsed = and_(files.c.claimed_by.is_not(None), files.c.claimed_until < wall)
+        dead = files.alias("dead")
+        of_dead_steps = select(dead.c.cart_id).where(
+            dead.c.claimed_by.is_not(None), dead.c.claimed_until < wall
+        )
         late = and_(
+            or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
             or_(
                 and_(files.c.next_attempt_at.is_not(None), files.c.next_attempt_at < wall - grace),
                 and_(files.c.next_attempt_at.is_(None), files.c.updated_at < before),
+                files.c.cart_id.in_(of_dead_steps),
             ),
-            or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
         )
         unclaimed = or_(carts.c.claimed_until.is_(None), carts.c.claimed_until < wall)
         with self._writing() as connection:
@@ -816,6 +832,11 @@ class CartStore:
                     .where(files.c.id.in_(file_ids))
                     .values(next_attempt_at=wall, updated_at=stamp)
                 )
+            # Every lapsed claim, those of files no longer open too (one verified by the
+            # step that found it in place), or their carts would be sent again each sweep.
+            connection.execute(
+                files.update().where(lapsed).values(claimed_by=None, claimed_until=None)
+            )
             not_done = (
                 select(files.c.id)
                 .where(files.c.cart_id == carts.c.id, files.c.status != FileStatus.STAGED.value)

@@ -33,6 +33,7 @@ from cartd.db.store import CartStore
 from cartd.durable import DurableFile
 from cartd.errors import (
     ArchiveError,
+    BatchBroken,
     CartGone,
     ChecksumMismatch,
     PermanentArchiveError,
@@ -187,6 +188,14 @@ class Pipeline:
         commit for many files): for small files those cost more than the pull itself.
         """
         batch = _Batch(watch=self.watch)
+        try:
+            return self._advance_batch(file_ids, batch)
+        except Exception as exc:
+            if not batch.start:
+                raise
+            raise BatchBroken(f"{type(exc).__name__}: {exc}", batch.start) from exc
+
+    def _advance_batch(self, file_ids: Sequence[int], batch: _Batch) -> Advanced:
         delays: list[float | None] = []
         with self.watch.claiming_files(file_ids) as claimed, batch.watching:
             batch.claimed = claimed

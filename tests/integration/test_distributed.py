@@ -7,23 +7,21 @@ PostgreSQL, Redis with MariaDB); the rest on one.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import tarfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import FileEntry, entry, new_id, run_cartd, scratch_database
+from tests.conftest import FileEntry, entry, new_id, run_cartd
 from tests.support.archive_interface import ArchiveInterface, free_port
-from tests.support.brokers import BrokerQueue, scratch_queue
+from tests.support.brokers import scratch_queue
 from tests.support.cartd_server import CartdServer, CartdWorker, wait_for_cart, wait_until
+from tests.support.cluster import CELLS, Cluster, cluster, post
 from tests.support.fault_archive import FaultArchive, Faults
 from tests.support.metrics import names, sample, scrape
 from tests.support.tars import tar_files
@@ -31,64 +29,6 @@ from tests.support.tars import tar_files
 pytestmark = pytest.mark.archive
 
 Store = Callable[..., list[FileEntry]]
-
-RABBITMQ_POSTGRES = pytest.param(
-    ("rabbitmq", "postgres"),
-    id="rabbitmq-postgres",
-    marks=[pytest.mark.rabbitmq, pytest.mark.postgres],
-)
-REDIS_MYSQL = pytest.param(
-    ("redis", "mysql"), id="redis-mysql", marks=[pytest.mark.redis, pytest.mark.mysql]
-)
-CELLS = [RABBITMQ_POSTGRES, REDIS_MYSQL]
-
-
-@dataclass
-class Cluster:
-    """One API process, its workers, a queue of their own and a database of their own."""
-
-    workdir: Path
-    env: dict[str, str]
-    queue: BrokerQueue
-    server: CartdServer
-    stack: contextlib.ExitStack
-    workers: list[CartdWorker] = field(default_factory=list)
-
-    def start_worker(self, concurrency: int = 2, **env: str) -> CartdWorker:
-        name = f"worker{len(self.workers)}"
-        worker = CartdWorker(self.workdir, {**self.env, **env}, concurrency, name=name)
-        self.workers.append(self.stack.enter_context(worker))
-        return worker
-
-
-@contextlib.contextmanager
-def cluster(
-    workdir: Path,
-    archive_url: str,
-    broker: str,
-    database: str,
-    *,
-    workers: int = 1,
-    concurrency: int = 2,
-    env: dict[str, str] | None = None,
-) -> Iterator[Cluster]:
-    with contextlib.ExitStack() as stack:
-        queue = stack.enter_context(scratch_queue(broker))
-        settings = {
-            "ARCHIVE_INTERFACE_URL": archive_url,
-            "VOLUME_PATH": str(workdir / "vol"),
-            **queue.env(),
-            **(env or {}),
-        }
-        if database != "sqlite":
-            settings["PEEWEE_URL"] = stack.enter_context(scratch_database(database))
-            synced = run_cartd("dbsync", env={"HOME": str(workdir), **settings})
-            assert synced.returncode == 0, synced.stderr
-        server = stack.enter_context(CartdServer(workdir, settings))
-        running = Cluster(workdir, settings, queue, server, stack)
-        for _ in range(workers):
-            running.start_worker(concurrency)
-        yield running
 
 
 @pytest.fixture(scope="module", params=CELLS)
@@ -107,11 +47,6 @@ def distributed(
 def client(distributed: Cluster) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=distributed.server.url, timeout=30.0) as http:
         yield http
-
-
-def post(client: httpx.Client, uid: str, fileids: list[FileEntry], **extra: Any) -> None:
-    response = client.post(f"/{uid}", json={"fileids": fileids, **extra})
-    assert response.status_code == 201, response.text
 
 
 def mtimes(data: bytes) -> dict[str, int]:

@@ -56,9 +56,9 @@ class BrokerQueue:
 
 
 @contextlib.contextmanager
-def scratch_queue(kind: str) -> Iterator[BrokerQueue]:
-    """A queue named for this test on the `kind` broker; deleted after."""
-    queue = BrokerQueue(BROKERS[kind], f"cartd-test-{uuid.uuid4().hex[:10]}")
+def scratch_queue(kind: str, url: str | None = None) -> Iterator[BrokerQueue]:
+    """A queue named for this test on the `kind` broker (or the one at `url`); deleted after."""
+    queue = BrokerQueue(url or BROKERS[kind], f"cartd-test-{uuid.uuid4().hex[:10]}")
     try:
         yield queue
     finally:

@@ -58,3 +58,29 @@ def test_a_cart_never_sized_and_a_cart_never_finished_are_found(store: CartStore
     assert found.finishes == [finishing]
     assert found.files == []
     assert fresh not in found.sizes
+
+
+def test_the_files_of_a_cart_whose_step_died_are_sent_again_at_once(store: CartStore) -> None:
+    cart_id, file_ids = _cart(store, "dead", 4)
+    other_cart, other_files = _cart(store, "alive", 2)
+    for cart in (cart_id, other_cart):
+        store.move_cart(cart, CartStatus.STAGING)
+    with store.engine.begin() as connection:  # none is late
+        connection.execute(update(files).values(next_attempt_at=time.time()))
+    dead, parked, live, verified = file_ids
+    gone = time.time() - 1
+    assert store.claim_files([dead], "host:1:dead", until=gone) == {dead}
+    assert store.claim_files([verified], "host:1:dead", until=gone) == {verified}
+    assert store.claim_files([live], "host:2:live", until=time.time() + 60) == {live}
+    assert store.claim_files([other_files[0]], "host:3:live", until=time.time() + 60)
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(files).where(files.c.id == verified).values(status=FileStatus.STAGED.value)
+        )
+
+    found = store.overdue(grace=300, limit=10)
+    # A claim no step renews means its step died; the files it may have started (those
+    # parked until it held the cart's space) with it, but not one a live step holds.
+    assert found.files == [dead, parked]
+    assert store.claim_holders() == {"host:2:live", "host:3:live"}, "lapsed claims cleared"
+    assert store.overdue(grace=300, limit=10).files == [], "then they wait a grace as any other"
