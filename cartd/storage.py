@@ -1,7 +1,7 @@
 """The cache volume: where a cart's verified files, partial pulls and bundle live.
 
 Layout: `<volume>/carts/<cart id>/files/<file id>` for verified files,
-`.../partial/<file id>` while a pull is under way, `.../bundle.tar` for a
+`.../partial/<file id>.<pid>.<random>` while a pull is under way, `.../bundle.tar` for a
 bundled cart. Files are kept by id, not by their path in the bundle, so a
 requester's path never becomes a path on our disk.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 
@@ -32,9 +33,16 @@ class Volume:
         return self.cart_dir(cart_id) / "files" / str(file_id)
 
     def partial_path(self, cart_id: int, file_id: int) -> Path:
-        path = self.cart_dir(cart_id) / "partial" / str(file_id)
+        """Where one pull writes a file before it is verified: a name of its own, so that
+        two pulls of one file (a claim that lapsed while the database was away) never
+        write into each other; each moves a whole verified file into place."""
+        path = self.cart_dir(cart_id) / "partial" / f"{file_id}.{os.getpid()}.{uuid.uuid4().hex}"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def clear_partials(self, cart_id: int) -> None:
+        """Remove what unfinished pulls of a cart left behind."""
+        shutil.rmtree(self.cart_dir(cart_id) / "partial", ignore_errors=True)
 
     def bundle_path(self, cart_id: int) -> Path:
         return self.cart_dir(cart_id) / "bundle.tar"

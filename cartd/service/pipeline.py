@@ -567,6 +567,9 @@ class Pipeline:
                 return
         elif cart.status is not CartStatus.BUNDLING:
             return
+        # Every file is verified: what is left of pulls that died (a killed process, a
+        # claim that lapsed) is of no use any more.
+        self.volume.clear_partials(cart_id)
         bundle_size = None
         if cart.bundle:
             try:
