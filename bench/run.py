@@ -245,6 +245,7 @@ class Round:
     readies: list[float] = field(default_factory=list)
     first_pulls: list[float] = field(default_factory=list)
     downloaded: int = 0
+    polls: int = 0  # HEADs asked while waiting
 
 
 #: One round of a scenario on a fresh cartd: (scenario, archive URL, orders, workdir,
@@ -280,12 +281,14 @@ def run_carts(
 
     ready_after: dict[str, float] = {}
     first_pull: dict[str, float] = {}
+    polls = 0
     pending = set(uids)
     deadline = time.monotonic() + stuck_after
     with httpx.Client(base_url=server.url, timeout=60) as client:
         while pending and time.monotonic() < deadline:
             for uid in sorted(pending):
                 head = client.head(f"/{uid}")
+                polls += 1
                 status = head.headers.get("X-Pacifica-Status")
                 staged = int(head.headers.get("X-Pacifica-Files-Staged") or 0)
                 if uid not in first_pull and (staged or status == "ready"):
@@ -317,7 +320,28 @@ def run_carts(
     if seconds:
         rate = downloaded / seconds / 1e6
         result.download_mb_s = rate if not result.download_mb_s else min(result.download_mb_s, rate)
-    return Round(list(ready_after.values()), list(first_pull.values()), downloaded)
+    return Round(list(ready_after.values()), list(first_pull.values()), downloaded, polls)
+
+
+def on_tape(archive: FaultArchive, scenario: Scenario, tag: str) -> list[list[dict[str, Any]]]:
+    """Store each cart's files on the fault archive's "tape"; return each cart's `fileids`."""
+    orders = []
+    for cart in range(scenario.carts):
+        fileids = []
+        for number in range(scenario.files):
+            file_id = f"{tag}-{cart}-{number}"
+            data = b"".join(content(file_id, scenario.size))
+            archive.add(file_id, data, faults=Faults(tape_seconds=scenario.tape_seconds))
+            fileids.append(
+                {
+                    "id": file_id,
+                    "path": f"f{number}.bin",
+                    "hashtype": "sha1",
+                    "hashsum": hashlib.sha1(data).hexdigest(),
+                }
+            )
+        orders.append(fileids)
+    return orders
 
 
 def measure(
@@ -336,28 +360,13 @@ def measure(
     raws: list[float] = []
     if scenario.tape_seconds:
         with FaultArchive() as archive:
-            orders = []
-            for cart in range(scenario.carts):
-                fileids = []
-                for number in range(scenario.files):
-                    file_id = f"{tag}-{cart}-{number}"
-                    data = b"".join(content(file_id, scenario.size))
-                    archive.add(file_id, data, faults=Faults(tape_seconds=scenario.tape_seconds))
-                    fileids.append(
-                        {
-                            "id": file_id,
-                            "path": f"f{number}.bin",
-                            "hashtype": "sha1",
-                            "hashsum": hashlib.sha1(data).hexdigest(),
-                        }
-                    )
-                orders.append(fileids)
             for mode, runner in runners.items():
+                # Stored afresh for each runner: every one finds its files on tape.
+                orders = on_tape(archive, scenario, tag)
                 asked = len(archive.requests)
                 rounds[mode].append(runner(scenario, archive.url, orders, workdir, results[mode]))
-                total_files = scenario.carts * scenario.files
                 asked = len(archive.requests) - asked
-                results[mode].archive_requests_per_file = asked / total_files
+                results[mode].archive_requests_per_file = asked / (scenario.carts * scenario.files)
     elif scenario.archive == "folder":
         folder = Path(tempfile.mkdtemp(dir=workdir, prefix="archive-"))
         orders = write_files(folder, scenario, tag)
@@ -449,6 +458,15 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def describe() -> dict[str, str]:
+    """When, where and with what a run was made."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
+        "python": platform.python_version(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the bench")
@@ -467,12 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         for note in result.notes[:5]:
             print(f"  {result.scenario}: {note}")
-    document = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
-        "python": platform.python_version(),
-        "results": [asdict(result) for result in results],
-    }
+    document = {**describe(), "results": [asdict(result) for result in results]}
     if args.json:
         args.json.write_text(json.dumps(document, indent=2))
     bad = sum(result.stuck + result.wrong for result in results)
