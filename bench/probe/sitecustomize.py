@@ -42,7 +42,14 @@ def _install(folder: str) -> None:
     event.listen(Engine, "commit", counting("commits"))
     event.listen(Engine, "rollback", counting("rollbacks"))
     event.listen(Pool, "checkout", counting("checkouts"))
-    event.listen(Pool, "reset", counting("resets"))
+    resets = counters["resets"]
+
+    def reset(_connection: Any, _record: Any, state: Any) -> None:
+        # A connection its user already committed or rolled back is returned as it is.
+        if not state.transaction_was_reset:
+            next(resets)
+
+    event.listen(Pool, "reset", reset)
 
     path = os.path.join(folder, f"{os.getpid()}.json")
 
