@@ -1,6 +1,6 @@
 """Benchmark cartd's distributed mode against its embedded mode, in one run, on this machine.
 
-    python bench/distributed.py                  # every scenario, full size (about 40 minutes)
+    python bench/distributed.py                  # every scenario, full size (about 30 minutes)
     python bench/distributed.py --smoke          # tiny sizes: checks the benchmark itself works
     python bench/distributed.py --only 1000x4KiB --workers 1 --json out.json
     python bench/distributed.py --broker redis --database mysql --many-files 20000
