@@ -37,7 +37,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +69,9 @@ class Scenario:
     size: int
     tape_seconds: float = 0.0
     repeat: int = 1
+    #: "interface": the real Archive Interface; "folder": a `file://` archive (no HTTP).
+    archive: str = "interface"
+    stuck_after: float = STUCK_AFTER
 
 
 FULL = [
@@ -97,6 +100,9 @@ class Result:
     ready_median: float = 0.0
     ready_max: float = 0.0
     ratio_to_raw: float | None = None
+    #: From POST to the first answer with a file verified (`X-Pacifica-Files-Staged`).
+    first_pull_median: float | None = None
+    first_pull_max: float | None = None
     post_ms_median: float = 0.0
     download_mb_s: float = 0.0
     peak_rss_mib: float = 0.0
@@ -142,6 +148,20 @@ def write_files(folder: Path, scenario: Scenario, tag: str) -> list[list[dict[st
 
 
 # -- the raw baseline ----------------------------------------------------------------------
+
+
+def raw_folder(folder: Path, orders: list[list[dict[str, Any]]]) -> float:
+    """The baseline of a `file://` archive: read and hash every file, one after another."""
+    started = time.monotonic()
+    for fileids in orders:
+        for wanted in fileids:
+            digest = hashlib.sha1()
+            with (folder / wanted["id"]).open("rb") as handle:
+                while chunk := handle.read(MiB):
+                    digest.update(chunk)
+            if digest.hexdigest() != wanted["hashsum"]:
+                raise RuntimeError(f"raw baseline: {wanted['id']} has the wrong bytes")
+    return time.monotonic() - started
 
 
 def raw_baseline(archive_url: str, orders: list[list[dict[str, Any]]]) -> float:
@@ -218,10 +238,31 @@ def download_and_verify(url: str, fileids: list[dict[str, Any]], top: str) -> tu
         connection.close()
 
 
+@dataclass
+class Round:
+    """What one round of a scenario measured of its carts."""
+
+    readies: list[float] = field(default_factory=list)
+    first_pulls: list[float] = field(default_factory=list)
+    downloaded: int = 0
+    polls: int = 0  # HEADs asked while waiting
+
+
+#: One round of a scenario on a fresh cartd: (scenario, archive URL, orders, workdir,
+#: result to add to) -> what the round measured. `run_once` is the embedded one.
+Runner = Callable[[Scenario, str, list[list[dict[str, Any]]], Path, Result], Round]
+
+
 def run_carts(
-    server: CartdServer, orders: list[list[dict[str, Any]]], result: Result
-) -> tuple[list[float], int]:
-    """POST every cart at once, wait for all, download and verify each; bytes downloaded."""
+    server: CartdServer,
+    orders: list[list[dict[str, Any]]],
+    result: Result,
+    stuck_after: float = STUCK_AFTER,
+    on_ready: Callable[[], None] | None = None,
+) -> Round:
+    """POST every cart at once, wait for all, download and verify each.
+
+    `on_ready` is called once every cart is ready or stuck, before any download."""
     uids = [f"bench-{time.monotonic_ns()}-{index}" for index in range(len(orders))]
     posted: dict[str, float] = {}
     latencies: list[float] = []
@@ -239,13 +280,20 @@ def run_carts(
         list(pool.map(post, zip(uids, orders, strict=True)))
 
     ready_after: dict[str, float] = {}
+    first_pull: dict[str, float] = {}
+    polls = 0
     pending = set(uids)
-    deadline = time.monotonic() + STUCK_AFTER
+    deadline = time.monotonic() + stuck_after
     with httpx.Client(base_url=server.url, timeout=60) as client:
         while pending and time.monotonic() < deadline:
             for uid in sorted(pending):
                 head = client.head(f"/{uid}")
-                if head.headers.get("X-Pacifica-Status") == "staging":
+                polls += 1
+                status = head.headers.get("X-Pacifica-Status")
+                staged = int(head.headers.get("X-Pacifica-Files-Staged") or 0)
+                if uid not in first_pull and (staged or status == "ready"):
+                    first_pull[uid] = time.monotonic() - posted[uid]
+                if status == "staging":
                     continue
                 pending.discard(uid)
                 if head.headers.get("X-Pacifica-Status") == "ready":
@@ -255,6 +303,8 @@ def run_carts(
                     result.notes.append(f"{uid}: {head.headers.get('X-Pacifica-Message')}")
             time.sleep(POLL_INTERVAL)
         result.stuck += len(pending)
+        if on_ready is not None:
+            on_ready()
         downloaded, seconds = 0, 0.0
         for uid, fileids in zip(uids, orders, strict=True):
             if uid not in ready_after:
@@ -270,54 +320,96 @@ def run_carts(
     if seconds:
         rate = downloaded / seconds / 1e6
         result.download_mb_s = rate if not result.download_mb_s else min(result.download_mb_s, rate)
-    return list(ready_after.values()), downloaded
+    return Round(list(ready_after.values()), list(first_pull.values()), downloaded, polls)
 
 
-def measure(scenario: Scenario, workdir: Path) -> Result:
-    result = Result(scenario.name, scenario.carts, scenario.files, scenario.size)
+def on_tape(archive: FaultArchive, scenario: Scenario, tag: str) -> list[list[dict[str, Any]]]:
+    """Store each cart's files on the fault archive's "tape"; return each cart's `fileids`."""
+    orders = []
+    for cart in range(scenario.carts):
+        fileids = []
+        for number in range(scenario.files):
+            file_id = f"{tag}-{cart}-{number}"
+            data = b"".join(content(file_id, scenario.size))
+            archive.add(file_id, data, faults=Faults(tape_seconds=scenario.tape_seconds))
+            fileids.append(
+                {
+                    "id": file_id,
+                    "path": f"f{number}.bin",
+                    "hashtype": "sha1",
+                    "hashsum": hashlib.sha1(data).hexdigest(),
+                }
+            )
+        orders.append(fileids)
+    return orders
+
+
+def measure(
+    scenario: Scenario,
+    workdir: Path,
+    runners: Mapping[str, Runner] | None = None,
+    new_result: Callable[[Scenario, str], Result] | None = None,
+) -> list[Result]:
+    """Every round of the scenario with each runner (embedded `run_once` by default),
+    the runners taking turns after each round's baseline; one result per runner."""
+    runners = runners or {"embedded": run_once}
+    make = new_result or (lambda s, _mode: Result(s.name, s.carts, s.files, s.size))
+    results = {mode: make(scenario, mode) for mode in runners}
+    rounds: dict[str, list[Round]] = {mode: [] for mode in runners}
     tag = hashlib.sha1(scenario.name.encode()).hexdigest()[:8]
-    readies: list[float] = []
+    raws: list[float] = []
     if scenario.tape_seconds:
         with FaultArchive() as archive:
-            orders = []
-            for cart in range(scenario.carts):
-                fileids = []
-                for number in range(scenario.files):
-                    file_id = f"{tag}-{cart}-{number}"
-                    data = b"".join(content(file_id, scenario.size))
-                    archive.add(file_id, data, faults=Faults(tape_seconds=scenario.tape_seconds))
-                    fileids.append(
-                        {
-                            "id": file_id,
-                            "path": f"f{number}.bin",
-                            "hashtype": "sha1",
-                            "hashsum": hashlib.sha1(data).hexdigest(),
-                        }
-                    )
-                orders.append(fileids)
-            readies = run_once(scenario, archive.url, orders, workdir, result)
-            total_files = scenario.carts * scenario.files
-            result.archive_requests_per_file = len(archive.requests) / total_files
+            for mode, runner in runners.items():
+                # Stored afresh for each runner: every one finds its files on tape.
+                orders = on_tape(archive, scenario, tag)
+                asked = len(archive.requests)
+                rounds[mode].append(runner(scenario, archive.url, orders, workdir, results[mode]))
+                asked = len(archive.requests) - asked
+                results[mode].archive_requests_per_file = asked / (scenario.carts * scenario.files)
+    elif scenario.archive == "folder":
+        folder = Path(tempfile.mkdtemp(dir=workdir, prefix="archive-"))
+        orders = write_files(folder, scenario, tag)
+        for _ in range(scenario.repeat):
+            raws.append(raw_folder(folder, orders))
+            for mode, runner in runners.items():
+                rounds[mode].append(
+                    runner(scenario, folder.as_uri(), orders, workdir, results[mode])
+                )
+        shutil.rmtree(folder, ignore_errors=True)
     else:
         with ArchiveInterface() as archive:
             orders = write_files(archive.prefix, scenario, tag)
             # Rounds alternate baseline and cartd, so a slow spell of a shared machine
             # slows both; the ratio is of medians over the rounds.
-            raws, slowest = [], []
             for _ in range(scenario.repeat):
                 raws.append(raw_baseline(archive.url, orders))
-                ready = run_once(scenario, archive.url, orders, workdir, result)
-                readies += ready
-                slowest += [max(ready)] if ready else []
-            result.raw_seconds = statistics.median(raws)
-            if slowest:
-                result.ratio_to_raw = statistics.median(slowest) / result.raw_seconds
+                for mode, runner in runners.items():
+                    rounds[mode].append(
+                        runner(scenario, archive.url, orders, workdir, results[mode])
+                    )
+    for mode, result in results.items():
+        summarize(scenario, result, rounds[mode], raws)
+    return list(results.values())
+
+
+def summarize(scenario: Scenario, result: Result, rounds: list[Round], raws: list[float]) -> None:
+    """Medians and maxima over a runner's rounds, and the ratio to the baseline."""
+    readies = [ready for one in rounds for ready in one.readies]
+    firsts = [first for one in rounds for first in one.first_pulls]
+    slowest = [max(one.readies) for one in rounds if one.readies]
+    if raws:
+        result.raw_seconds = statistics.median(raws)
+        if slowest:
+            result.ratio_to_raw = statistics.median(slowest) / result.raw_seconds
     if readies:
         result.ready_median = statistics.median(readies)
         result.ready_max = max(readies)
+    if firsts:
+        result.first_pull_median = statistics.median(firsts)
+        result.first_pull_max = max(firsts)
     if scenario.tape_seconds and readies:
         result.beyond_tape_seconds = result.ready_max - scenario.tape_seconds
-    return result
 
 
 def run_once(
@@ -326,18 +418,18 @@ def run_once(
     orders: list[list[dict[str, Any]]],
     workdir: Path,
     result: Result,
-) -> list[float]:
+) -> Round:
     """One fresh cartd (defaults, empty volume) for one round of the scenario."""
     folder = Path(tempfile.mkdtemp(dir=workdir))
     env = {"ARCHIVE_INTERFACE_URL": archive_url, "VOLUME_PATH": str(folder / "volume")}
     with CartdServer(folder, env, policy={}) as server:
         assert server.process is not None
-        readies, _ = run_carts(server, orders, result)
+        measured = run_carts(server, orders, result, scenario.stuck_after)
         rss, cpu = process_usage(server.process.pid)
     shutil.rmtree(folder, ignore_errors=True)
     result.peak_rss_mib = max(result.peak_rss_mib, rss)
     result.cpu_seconds = max(result.cpu_seconds, cpu)
-    return readies
+    return measured
 
 
 # -- report --------------------------------------------------------------------------------
@@ -348,21 +440,31 @@ def table(results: list[Result]) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     header = (
-        f"{'scenario':<24} {'raw s':>7} {'ready med':>9} {'ready max':>9} {'x raw':>6}"
+        f"{'scenario':<24} {'raw s':>7} {'1st pull':>8} {'ready med':>9} {'ready max':>9}"
+        f" {'x raw':>6}"
         f" {'POST ms':>8} {'dl MB/s':>8} {'RSS MiB':>8} {'CPU s':>6} {'req/file':>8}"
         f" {'stuck':>5} {'wrong':>5}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r.scenario:<24} {number(r.raw_seconds):>7} {number(r.ready_median):>9}"
-            f" {number(r.ready_max):>9} {number(r.ratio_to_raw):>6}"
+            f"{r.scenario:<24} {number(r.raw_seconds):>7} {number(r.first_pull_median):>8}"
+            f" {number(r.ready_median):>9} {number(r.ready_max):>9} {number(r.ratio_to_raw):>6}"
             f" {number(r.post_ms_median, 1):>8}"
             f" {number(r.download_mb_s, 0):>8} {number(r.peak_rss_mib, 0):>8}"
             f" {number(r.cpu_seconds, 1):>6} {number(r.archive_requests_per_file, 1):>8}"
             f" {r.stuck:>5} {r.wrong:>5}"
         )
     return "\n".join(lines)
+
+
+def describe() -> dict[str, str]:
+    """When, where and with what a run was made."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
+        "python": platform.python_version(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,17 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cartd-bench-") as workdir:
         for scenario in scenarios:
             print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
-            results.append(measure(scenario, Path(workdir)))
+            results += measure(scenario, Path(workdir))
     print(table(results))
     for result in results:
         for note in result.notes[:5]:
             print(f"  {result.scenario}: {note}")
-    document = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
-        "python": platform.python_version(),
-        "results": [asdict(result) for result in results],
-    }
+    document = {**describe(), "results": [asdict(result) for result in results]}
     if args.json:
         args.json.write_text(json.dumps(document, indent=2))
     bad = sum(result.stuck + result.wrong for result in results)

@@ -1,4 +1,4 @@
-"""The benchmark at tiny sizes, so that it cannot rot: it runs, verifies, and reports."""
+"""The benchmarks at tiny sizes, so that they cannot rot: they run, verify, and report."""
 
 from __future__ import annotations
 
@@ -35,3 +35,51 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
         assert row["download_mb_s"] > 0, "every ready cart was downloaded and checked"
     assert results[0]["raw_seconds"] > 0
     assert results[2]["archive_requests_per_file"] >= 2
+
+
+DISTRIBUTED = BENCH.with_name("distributed.py")
+
+
+@pytest.mark.archive
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_distributed_benchmark_smoke_run(tmp_path: Path) -> None:
+    out = tmp_path / "distributed.json"
+    scenarios = ["3 carts x 2x1KiB", "file:// 1 cart x 300x1KiB"]
+    only = [arg for name in scenarios for arg in ("--only", name)]
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(DISTRIBUTED),
+            "--smoke",
+            "--workers",
+            "0,2",
+            *only,
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "db rt/file" in result.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["scenario"], r["mode"]) for r in rows] == [
+        (name, mode) for name in scenarios for mode in ("embedded", "2 wrk")
+    ]
+    for row in rows:
+        assert row["stuck"] == 0
+        assert row["wrong"] == 0
+        assert 0 < row["first_pull_median"] <= row["ready_max"]
+        assert row["download_mb_s"] > 0, "every ready cart was downloaded and checked"
+        assert row["db_round_trips_per_file"]["api"] > 0, "the probe counted the API's calls"
+    for row in rows[1::2]:  # two workers: they did the work, over the broker and PostgreSQL
+        assert row["ratio_to_embedded"] > 0
+        assert row["cpu_ms_per_file"]["worker"] > 0
+        assert row["db_round_trips_per_file"]["worker"] > 0
+        assert row["db_transactions_per_file"] > 0
+        assert row["broker_messages_per_file"] > 0
+        assert row["messages_left_in_queue"] == 0
+        assert row["peak_rss_mib_of"]["worker"] > 0
