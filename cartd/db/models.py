@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Double, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -40,6 +50,12 @@ class CartRow(Base):
 
 class FileRow(Base):
     __tablename__ = "cart_files"
+    __table_args__ = (
+        # Whether a cart has a file left to verify, or to size, is asked after every
+        # batch of steps: one index lookup, whatever the size of the cart.
+        Index("ix_cart_files_cart_status", "cart_id", "status"),
+        Index("ix_cart_files_cart_size", "cart_id", "size"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     cart_id: Mapped[int] = mapped_column(ForeignKey("carts.id", ondelete="CASCADE"), index=True)

@@ -129,8 +129,23 @@ _PROGRESS = select(
     func.coalesce(func.sum(_SIZE), 0),
     func.coalesce(func.sum(case((_STAGED, _SIZE), else_=0)), 0),
 ).where(files.c.cart_id == bindparam("cart_id"))
-_PENDING = select(func.count(files.c.id)).where(
-    files.c.cart_id == bindparam("cart_id"), files.c.status != FileStatus.STAGED.value
+# Whether a cart still has a file to verify, or to size: one row found through the
+# (cart_id, status) and (cart_id, size) indexes, not a count of every file of the cart,
+# which a cart of 100,000 files would pay at every batch.
+_PENDING = (
+    select(files.c.id)
+    .where(
+        files.c.cart_id == bindparam("cart_id"),
+        files.c.status.in_(
+            [status.value for status in FileStatus if status is not FileStatus.STAGED]
+        ),
+    )
+    .limit(1)
+)
+_UNSIZED = (
+    select(files.c.id)
+    .where(files.c.cart_id == bindparam("cart_id"), files.c.size.is_(None))
+    .limit(1)
 )
 
 
@@ -391,12 +406,7 @@ class CartStore:
     def all_sized(self, cart_id: int) -> bool:
         """The archive has told us the size of every file of the cart."""
         with self._reading() as connection:
-            unknown = connection.scalar(
-                select(func.count(files.c.id)).where(
-                    files.c.cart_id == cart_id, files.c.size.is_(None)
-                )
-            )
-            return unknown == 0
+            return connection.scalar(_UNSIZED, {"cart_id": cart_id}) is None
 
     def parked_for_space(self, cart_id: int) -> list[int]:
         """Files on disk at the archive that wait for their cart's reservation."""
@@ -628,7 +638,7 @@ class CartStore:
 
     def all_staged(self, cart_id: int) -> bool:
         with self._reading() as connection:
-            return connection.scalar(_PENDING, {"cart_id": cart_id}) == 0
+            return connection.scalar(_PENDING, {"cart_id": cart_id}) is None
 
     # -- claims --------------------------------------------------------------------------
 
