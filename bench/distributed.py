@@ -460,9 +460,7 @@ def compare(results: list[DistributedResult]) -> None:
 
 
 def table(results: list[DistributedResult]) -> str:
-    def number(value: float | None, digits: int = 2) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
+    number = base.number
     header = (
         f"{'scenario':<28} {'mode':<9} {'1st pull':>8} {'ready med':>9} {'ready max':>9}"
         f" {'x emb':>6} {'POST ms':>8} | {'CPU ms/file: wrk':>16} {'api':>6} {'db':>6}"

@@ -435,10 +435,12 @@ def run_once(
 # -- report --------------------------------------------------------------------------------
 
 
-def table(results: list[Result]) -> str:
-    def number(value: float | None, digits: int = 2) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
+def number(value: float | None, digits: int = 2) -> str:
+    """A figure of a table; `-` when there is none."""
+    return "-" if value is None else f"{value:.{digits}f}"
 
+
+def table(results: list[Result]) -> str:
     header = (
         f"{'scenario':<24} {'raw s':>7} {'1st pull':>8} {'ready med':>9} {'ready max':>9}"
         f" {'x raw':>6}"

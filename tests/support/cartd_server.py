@@ -27,7 +27,31 @@ FAST_POLICY = {
 }
 
 
-class CartdServer(Running):
+class _Process(Running):
+    """A cartd process of the tests: its log, a crash (SIGKILL) and a polite stop."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class CartdServer(_Process):
     def __init__(
         self,
         workdir: Path,
@@ -68,23 +92,6 @@ class CartdServer(Running):
         self.kill()
         raise RuntimeError(f"cartd did not answer within {timeout}s:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
 
 def _spawn(
     argv: list[str],
@@ -114,7 +121,7 @@ def _spawn(
         )
 
 
-class CartdWorker(Running):
+class CartdWorker(_Process):
     """`cartd worker` (or `celery -A cartd.workers.celery_main worker`) as a real process;
     ready once Celery says it consumes."""
 
@@ -158,28 +165,11 @@ class CartdWorker(Running):
         self.kill()
         raise RuntimeError(f"cartd worker was not ready within {timeout}s:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     def tasks_run(self, name: str) -> int:
         """How many tasks of this name the worker has finished (from its log)."""
         return sum(
             1 for line in self.log().splitlines() if f"Task {name}[" in line and "succeeded" in line
         )
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def wait_until(
