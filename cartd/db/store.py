@@ -852,12 +852,15 @@ class CartStore:
                 .where(files.c.cart_id == carts.c.id, files.c.status != FileStatus.STAGED.value)
                 .exists()
             )
+            # A cart whose finishing step died (its claim lapsed: a worker killed while it
+            # wrote the bundle) is finished again at once, as a file of a dead step is.
+            cart_lapsed = and_(carts.c.claimed_by.is_not(None), carts.c.claimed_until < wall)
             finishes = list(
                 connection.scalars(
                     select(carts.c.id)
                     .where(
                         carts.c.status.in_(_ACTIVE),
-                        carts.c.updated_at < before,
+                        or_(carts.c.updated_at < before, cart_lapsed),
                         unclaimed,
                         ~not_done,
                     )
@@ -865,4 +868,10 @@ class CartStore:
                     .limit(limit)
                 )
             )
+            if finishes:
+                connection.execute(
+                    carts.update()
+                    .where(carts.c.id.in_(finishes), cart_lapsed)
+                    .values(claimed_by=None, claimed_until=None)
+                )
         return Overdue(sizes, file_ids, finishes)

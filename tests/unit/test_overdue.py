@@ -84,3 +84,16 @@ def test_the_files_of_a_cart_whose_step_died_are_sent_again_at_once(store: CartS
     assert found.files == [dead, parked]
     assert store.claim_holders() == {"host:2:live", "host:3:live"}, "lapsed claims cleared"
     assert store.overdue(grace=300, limit=10).files == [], "then they wait a grace as any other"
+
+
+def test_a_cart_whose_finishing_step_died_is_finished_again_at_once(store: CartStore) -> None:
+    cart_id, _ = _cart(store, "bundling", 2)
+    store.move_cart(cart_id, CartStatus.STAGING)
+    with store.engine.begin() as connection:
+        connection.execute(update(files).values(status=FileStatus.STAGED.value))
+    store.move_cart(cart_id, CartStatus.BUNDLING)
+    # The step writing its bundle claimed it, then its worker was killed.
+    assert store.claim_cart(cart_id, "host:1:dead", time.time() - 1)
+    assert store.overdue(grace=3600, limit=10).finishes == [cart_id]
+    assert store.claim_cart(cart_id, "host:2:next", time.time() + 60), "the lapsed claim is gone"
+    assert store.overdue(grace=3600, limit=10).finishes == [], "a live claim is left alone"
