@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support.archive_interface import ArchiveInterface
 from tests.support.cartd_server import CartdServer
+from tests.support.cells import CELLS
 from tests.support.fault_archive import FaultArchive
 
 _ids = itertools.count(1)
@@ -122,6 +123,7 @@ def run_cartd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("mysql", marks=pytest.mark.mysql),
+        *CELLS,
     ],
 )
 def ai_server(
@@ -129,8 +131,16 @@ def ai_server(
     archive_interface: ArchiveInterface,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[CartdServer]:
-    """One cartd against the real archive interface for a whole module, on each database."""
+    """One cartd against the real archive interface for a whole module: embedded on each
+    database, and distributed (an API process with a `cartd worker`) on each broker."""
     workdir = tmp_path_factory.mktemp("cartd")
+    if isinstance(request.param, tuple):
+        from tests.support.cluster import cluster  # imports this module: import it late
+
+        broker, database = request.param
+        with cluster(workdir, archive_interface.url, broker, database) as running:
+            yield running.server
+        return
     env = {"ARCHIVE_INTERFACE_URL": archive_interface.url, "VOLUME_PATH": str(workdir / "vol")}
     with contextlib.ExitStack() as stack:
         if request.param != "sqlite":

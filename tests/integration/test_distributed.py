@@ -1,8 +1,9 @@
 """Distributed mode: `cartd serve` with a broker records and sends, `cartd worker` runs the steps.
 
 Real processes on loopback against the machine's real brokers and database servers and
-the real Archive Interface. The API's core runs on both matrix cells (RabbitMQ with
-PostgreSQL, Redis with MariaDB); the rest on one.
+the real Archive Interface. The core below runs on every pairing of broker and database;
+the rest on one cell. The whole of test_api.py runs on two cells (RabbitMQ with PostgreSQL,
+Redis with MariaDB) through the `ai_server` fixture.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tests.conftest import FileEntry, entry, new_id, run_cartd
 from tests.support.archive_interface import ArchiveInterface, free_port
 from tests.support.brokers import scratch_queue
 from tests.support.cartd_server import CartdServer, CartdWorker, wait_for_cart, wait_until
-from tests.support.cluster import CELLS, Cluster, cluster, post
+from tests.support.cells import CELLS, MATRIX
+from tests.support.cluster import Cluster, cluster, post
 from tests.support.fault_archive import FaultArchive, Faults
 from tests.support.metrics import names, sample, scrape
 from tests.support.tars import tar_files
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.archive
 Store = Callable[..., list[FileEntry]]
 
 
-@pytest.fixture(scope="module", params=CELLS)
+@pytest.fixture(scope="module", params=MATRIX)
 def distributed(
     request: pytest.FixtureRequest,
     archive_interface: ArchiveInterface,
@@ -54,7 +56,7 @@ def mtimes(data: bytes) -> dict[str, int]:
         return {info.name: int(info.mtime) for info in tar if info.isfile()}
 
 
-# -- the API's core, on every cell ------------------------------------------------------
+# -- the API's core, on every pairing of broker and database ---------------------------------------
 
 
 def test_a_cart_is_made_by_the_worker_and_served_by_the_api(

@@ -25,7 +25,8 @@ from sqlalchemy import Engine, bindparam, create_engine, text
 from cartd.db.engine import database_url
 from tests.conftest import FileEntry, entry, new_id, run_cartd
 from tests.support.cartd_server import wait_for_cart, wait_until
-from tests.support.cluster import CELLS, Cluster, cluster, post
+from tests.support.cells import CELLS
+from tests.support.cluster import Cluster, cluster, post
 from tests.support.fault_archive import FaultArchive, Faults
 from tests.support.private_servers import PrivatePostgres, PrivateRedis
 from tests.support.tars import tar_files

@@ -10,21 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import FileEntry, run_cartd, scratch_database
 from tests.support.brokers import BrokerQueue, scratch_queue
 from tests.support.cartd_server import CartdServer, CartdWorker
-
-RABBITMQ_POSTGRES = pytest.param(
-    ("rabbitmq", "postgres"),
-    id="rabbitmq-postgres",
-    marks=[pytest.mark.rabbitmq, pytest.mark.postgres],
-)
-REDIS_MYSQL = pytest.param(
-    ("redis", "mysql"), id="redis-mysql", marks=[pytest.mark.redis, pytest.mark.mysql]
-)
-CELLS = [RABBITMQ_POSTGRES, REDIS_MYSQL]
 
 
 @dataclass
