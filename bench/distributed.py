@@ -21,12 +21,13 @@ Measured between the POSTs and the moment every cart is ready (downloads exclude
   of servers other clients may be using at the same time.
 - Database round-trips, per file, for the workers and the API process: counted in the
   client by `bench/probe/sitecustomize.py` (SQLAlchemy's events: statements, BEGIN,
-  COMMIT, ROLLBACK, the pool's pre-ping on checkout and reset on return) and summed the
-  way the driver sends them. The API's include the benchmark's own polls (HEAD every
-  50 ms per waiting cart; their number is shown). With PostgreSQL, the server's count
-  of transactions in the bench's database (`pg_stat_database.xact_commit +
-  xact_rollback`, read after the processes exited, so over their whole life,
-  start-up included) checks it; `pg_stat_statements` is not loaded on this machine.
+  COMMIT and ROLLBACK outside autocommit, the pool's reset on return, and the dialect's
+  pings of idle connections) and summed the way the driver sends them. The API's
+  include the benchmark's own polls (HEAD every 50 ms per waiting cart; their number
+  is shown). With PostgreSQL, the server's count of transactions in the bench's
+  database (`pg_stat_database.xact_commit + xact_rollback`, read after the processes
+  exited, so over their whole life, start-up included) checks it; `pg_stat_statements`
+  is not loaded on this machine.
 - Broker messages, per file: the tasks the workers received (Celery's "received" log
   lines; a message delivered twice counts twice), and any left in the queue.
 - Peak RSS of the API process and the largest worker (VmHWM), and the largest resident
@@ -224,13 +225,14 @@ def probe_counts(folder: Path, pids: set[int]) -> dict[str, int]:
 
 
 def round_trips(calls: dict[str, int], database: str) -> int:
-    """What the driver sends for the calls counted: psycopg sends BEGIN on its own and
-    skips the reset of a connection not in a transaction; PyMySQL begins implicitly and
-    rolls back on every reset; the pre-ping is one round-trip a checkout."""
+    """What the driver sends for the calls counted (the probe leaves out those made in
+    autocommit): psycopg sends BEGIN on its own and skips the reset of a connection not
+    in a transaction; PyMySQL begins implicitly and rolls back on every reset; a ping is
+    one round-trip."""
     sent = calls.get("statements", 0) + calls.get("commits", 0) + calls.get("rollbacks", 0)
     if database == "sqlite":
         return sent
-    sent += calls.get("checkouts", 0)
+    sent += calls.get("pings", 0)
     if database == "postgres":
         return sent + calls.get("begins", 0)
     return sent + calls.get("resets", 0)

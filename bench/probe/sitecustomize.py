@@ -5,6 +5,9 @@
 listens to SQLAlchemy's events on every engine and pool and writes the counts to
 `<CARTD_BENCH_PROBE>/<pid>.json` (at most five times a second, and at exit). The
 benchmark reads them to estimate the database round-trips of each process.
+
+BEGIN, COMMIT and ROLLBACK are counted only on a connection not in autocommit (where
+the driver sends nothing for them), and pings where the dialect sends one.
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ def _install(folder: str) -> None:
 
     counters = {
         name: itertools.count()  # next() on a count is atomic under the GIL
-        for name in ("statements", "begins", "commits", "rollbacks", "checkouts", "resets")
+        for name in (
+            "statements",
+            "begins",
+            "commits",
+            "rollbacks",
+            "checkouts",
+            "resets",
+            "pings",
+        )
     }
     seen = dict.fromkeys(counters, 0)
 
@@ -37,10 +48,42 @@ def _install(folder: str) -> None:
 
         return listener
 
+    def autocommit(connection: Any) -> bool:
+        dbapi = connection.connection.dbapi_connection
+        flag = getattr(dbapi, "autocommit", False)  # psycopg: an attribute
+        return bool(dbapi.get_autocommit() if callable(flag) else flag)  # PyMySQL: a method
+
+    def in_transactions(name: str) -> Any:
+        counter = counters[name]
+
+        def listener(connection: Any, *_args: Any) -> None:
+            if not autocommit(connection):
+                next(counter)
+
+        return listener
+
+    patched: set[type] = set()
+    pings = counters["pings"]
+
+    def count_pings(connection: Any) -> None:
+        # Pings go to the driver directly, past the statement events: wrap the dialect's.
+        dialect = type(connection.dialect)
+        if dialect in patched:
+            return
+        patched.add(dialect)
+        original = dialect.do_ping
+
+        def do_ping(self: Any, dbapi_connection: Any) -> Any:
+            next(pings)
+            return original(self, dbapi_connection)
+
+        dialect.do_ping = do_ping  # type: ignore[method-assign]
+
+    event.listen(Engine, "engine_connect", count_pings)
     event.listen(Engine, "before_cursor_execute", counting("statements"))
-    event.listen(Engine, "begin", counting("begins"))
-    event.listen(Engine, "commit", counting("commits"))
-    event.listen(Engine, "rollback", counting("rollbacks"))
+    event.listen(Engine, "begin", in_transactions("begins"))
+    event.listen(Engine, "commit", in_transactions("commits"))
+    event.listen(Engine, "rollback", in_transactions("rollbacks"))
     event.listen(Pool, "checkout", counting("checkouts"))
     resets = counters["resets"]
 

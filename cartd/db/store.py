@@ -167,10 +167,18 @@ class CartStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = Writer(engine)
+        # psycopg switches autocommit on and off without asking the server; PyMySQL sends
+        # a SET each way, and SQLite's BEGIN is in-process, so only PostgreSQL gains.
+        self._autocommit_reads = engine.dialect.name == "postgresql"
 
     @contextmanager
-    def _reading(self) -> Iterator[Connection]:
+    def _reading(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A connection to read with. Unless `snapshot` is asked for (statements that
+        must see the same state), each statement is its own transaction, which on
+        PostgreSQL spares the BEGIN and ROLLBACK that would wrap a lone SELECT."""
         with self.engine.connect() as connection:
+            if self._autocommit_reads and not snapshot:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
 
     @contextmanager
@@ -651,16 +659,19 @@ class CartStore:
             return set()
         wall = time.time()
         ids = list(file_ids)
-        with self._writing() as connection:
-            connection.execute(
-                files.update()
-                .where(
-                    files.c.id.in_(ids),
-                    files.c.status.in_([FileStatus.WAITING.value, FileStatus.STAGING.value]),
-                    or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
-                )
-                .values(claimed_by=token, claimed_until=until)
+        claim = (
+            files.update()
+            .where(
+                files.c.id.in_(ids),
+                files.c.status.in_([FileStatus.WAITING.value, FileStatus.STAGING.value]),
+                or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
             )
+            .values(claimed_by=token, claimed_until=until)
+        )
+        with self._writing() as connection:
+            if connection.dialect.update_returning:  # one round-trip instead of two
+                return set(connection.scalars(claim.returning(files.c.id)))
+            connection.execute(claim)
             return set(
                 connection.scalars(
                     select(files.c.id).where(files.c.id.in_(ids), files.c.claimed_by == token)
@@ -748,7 +759,7 @@ class CartStore:
         may still be on the volume.
         """
         open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
-        with self._reading() as connection:
+        with self._reading(snapshot=True) as connection:
             due = [
                 (int(file_id), int(cart_id), next_at)
                 for file_id, cart_id, next_at in connection.execute(

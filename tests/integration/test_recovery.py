@@ -24,7 +24,7 @@ from sqlalchemy import Engine, bindparam, create_engine, text
 
 from cartd.db.engine import database_url
 from tests.conftest import FileEntry, entry, new_id, run_cartd
-from tests.support.cartd_server import wait_for_cart, wait_until
+from tests.support.cartd_server import CartdServer, wait_for_cart, wait_until
 from tests.support.cells import CELLS
 from tests.support.cluster import Cluster, cluster, post
 from tests.support.fault_archive import FaultArchive, Faults
@@ -281,6 +281,42 @@ def test_carts_in_flight_while_the_database_restarts_are_all_made(
         for uid, files in carts.items():
             assert_ready_and_correct(client, uid, files)
         assert "trying again in 5s" in "".join(worker.log() for worker in running.workers)
+
+
+@pytest.mark.postgres
+def test_after_the_database_restarts_under_an_idle_api_the_very_first_requests_succeed(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    # The pool's connections died with the server; each is pinged before use once it
+    # has sat idle, and replaced, rather than failing the request that drew it.
+    files = {"a.txt": b"a" * 5000}
+    fileids = stored(fault_archive, files)
+    with PrivatePostgres() as database:
+        env = {
+            "ARCHIVE_INTERFACE_URL": fault_archive.url,
+            "VOLUME_PATH": str(tmp_path / "vol"),
+            "PEEWEE_URL": database.url,
+        }
+        synced = run_cartd("dbsync", env={"HOME": str(tmp_path), **env})
+        assert synced.returncode == 0, synced.stderr
+        with (
+            CartdServer(tmp_path, env) as server,
+            httpx.Client(base_url=server.url, timeout=30.0) as client,
+        ):
+            uid = new_id("idle")
+            post(client, uid, fileids)
+            assert_ready_and_correct(client, uid, files)
+            with ThreadPoolExecutor(4) as pool:  # several pooled connections in use
+                assert {a.status_code for a in pool.map(client.head, [f"/{uid}"] * 8)} == {204}
+
+            database.halt()
+            database.start()
+            answers = [
+                client.head(f"/{uid}"),
+                client.get(f"/{uid}"),
+                client.post(f"/{new_id('after')}", json={"fileids": fileids}),
+            ]
+            assert [a.status_code for a in answers] == [204, 200, 201], answers[-1].text
 
 
 # -- API processes racing ----------------------------------------------------------------
