@@ -15,11 +15,13 @@ be reached, fails the start with one clear line instead of a traceback.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from cartd import __version__
 from cartd.errors import CartdError, ConfigError
 
 log = logging.getLogger("cartd")
@@ -31,10 +33,16 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: What a request gets from a server that never ran the lifespan start.
-_NO_LIFESPAN = (
-    b'{"status": 500, "message": "cartd was not started: run it with the ASGI lifespan'
-    b" protocol on (the default of uvicorn, gunicorn's UvicornWorker and hypercorn)\"}"
-)
+#: (The keys of `cartd.api.views.ErrorBody`, whose module this one does not import.)
+_NO_LIFESPAN = json.dumps(
+    {
+        "status": 500,
+        "message": "cartd was not started: run it with the ASGI lifespan protocol on (the"
+        " default of uvicorn, gunicorn's UvicornWorker and hypercorn)",
+        "traceback": "",
+        "version": __version__,
+    }
+).encode()
 
 
 def _build() -> ASGIApp:
