@@ -162,6 +162,37 @@ KEYS: tuple[Key, ...] = (
         "Address a worker's metrics endpoint listens on (default 127.0.0.1; 0.0.0.0 for all).",
     ),
     Key(
+        "socket_host",
+        "server",
+        "socket_host",
+        "CARTD_SOCKET_HOST",
+        "Address `cartd serve` listens on (`-a` overrides it; so does a CherryPy file's"
+        " `server.socket_host`).",
+    ),
+    Key(
+        "socket_port",
+        "server",
+        "socket_port",
+        "CARTD_SOCKET_PORT",
+        "Port `cartd serve` listens on (`-p` overrides it; so does a CherryPy file's"
+        " `server.socket_port`).",
+    ),
+    Key(
+        "access_log_file",
+        "log",
+        "access_file",
+        "CARTD_ACCESS_LOG_FILE",
+        "File that gets one line per HTTP request instead of the log (default: none, the"
+        " requests are in the log).",
+    ),
+    Key(
+        "error_log_file",
+        "log",
+        "error_file",
+        "CARTD_ERROR_LOG_FILE",
+        "File that gets cartd's warnings and errors, besides the log on stderr (default: none).",
+    ),
+    Key(
         "database_url",
         "database",
         "peewee_url",
@@ -287,6 +318,10 @@ class Settings(BaseModel):
     sweep_grace: float = Field(300.0, gt=0)
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_address: str = Field("127.0.0.1", min_length=1)
+    socket_host: str = Field("127.0.0.1", min_length=1)
+    socket_port: int = Field(8081, ge=0, le=65535)
+    access_log_file: Path | None = None
+    error_log_file: Path | None = None
     database_url: str | None = None
     database_connect_attempts: int = Field(10, ge=1)
     database_connect_wait: float = Field(20.0, ge=0)
@@ -327,6 +362,11 @@ class Settings(BaseModel):
     @field_validator("database_pool_size", "database_max_overflow", mode="before")
     @classmethod
     def _unset_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
+
+    @field_validator("access_log_file", "error_log_file", mode="before")
+    @classmethod
+    def _no_file(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
 
     @field_validator("metrics_port", mode="before")
