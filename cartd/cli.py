@@ -496,8 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def legacy_server(argv: Sequence[str] | None = None) -> int:
-    """`pacifica-cartd`: the original's server command and flags, so service units keep working."""
+def build_legacy_parser() -> argparse.ArgumentParser:
+    """The options of the original's `pacifica-cartd`, each forwarded to `cartd serve`."""
     parser = argparse.ArgumentParser(
         prog="pacifica-cartd", description="Run cartd (the original's command line)."
     )
@@ -505,6 +505,12 @@ def legacy_server(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpconfig", metavar="CONFIG", help="CherryPy config file")
     parser.add_argument("-p", "--port", help="port to listen on")
     parser.add_argument("-a", "--address", help="address to listen on")
+    return parser
+
+
+def legacy_server(argv: Sequence[str] | None = None) -> int:
+    """`pacifica-cartd`: the original's server command and flags, so service units keep working."""
+    parser = build_legacy_parser()
     args, _ = parser.parse_known_args(argv)
     forwarded = ["serve"]
     for flag, value in (
