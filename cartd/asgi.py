@@ -7,7 +7,10 @@
 Importing this module builds nothing: `app` makes the real application when the server
 starts it (the ASGI lifespan start), from the settings read exactly as `cartd serve`
 reads them (`CARTD_CONFIG`, else `~/.pacifica-cartd/config.ini` when it exists, then the
-environment). `CARTD_LOG_LEVEL` and `CARTD_LOG_FORMAT` set cartd's own log lines as
+environment, then the original's CherryPy file named by `CARTD_CPCONFIG`, else
+`~/.pacifica-cartd/cpconfig.ini` when it exists). The server given the module chooses its
+own address and port; `log.access_file` and `log.error_file` are honoured as by `cartd
+serve`. `CARTD_LOG_LEVEL` and `CARTD_LOG_FORMAT` set cartd's own log lines as
 `cartd --log-level/--log-format` do. A setting that is wrong, or a database that cannot
 be reached, fails the start with one clear line instead of a traceback.
 """
@@ -15,11 +18,13 @@ be reached, fails the start with one clear line instead of a traceback.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from cartd import __version__
 from cartd.errors import CartdError, ConfigError
 
 log = logging.getLogger("cartd")
@@ -31,26 +36,31 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: What a request gets from a server that never ran the lifespan start.
-_NO_LIFESPAN = (
-    b'{"status": 500, "message": "cartd was not started: run it with the ASGI lifespan'
-    b" protocol on (the default of uvicorn, gunicorn's UvicornWorker and hypercorn)\"}"
-)
+#: (The keys of `cartd.api.views.ErrorBody`, whose module this one does not import.)
+_NO_LIFESPAN = json.dumps(
+    {
+        "status": 500,
+        "message": "cartd was not started: run it with the ASGI lifespan protocol on (the"
+        " default of uvicorn, gunicorn's UvicornWorker and hypercorn)",
+        "traceback": "",
+        "version": __version__,
+    }
+).encode()
 
 
 def _build() -> ASGIApp:
     """Settings, runtime and app, as `cartd serve` makes them (blocking: run off the loop)."""
     from cartd.api.app import create_app
-    from cartd.config import load_settings
     from cartd.observability.logs import configure_logging
     from cartd.runtime import build_runtime
+    from cartd.serving import server_settings
 
+    log_format = os.environ.get("CARTD_LOG_FORMAT", "text")
     try:
-        configure_logging(
-            os.environ.get("CARTD_LOG_LEVEL", "INFO"), os.environ.get("CARTD_LOG_FORMAT", "text")
-        )
+        configure_logging(os.environ.get("CARTD_LOG_LEVEL", "INFO"), log_format)
     except ValueError as exc:
         raise ConfigError(f"CARTD_LOG_LEVEL / CARTD_LOG_FORMAT: {exc}") from None
-    settings = load_settings()
+    settings = server_settings(None, log_format=log_format)
     return create_app(settings, build_runtime(settings))
 
 

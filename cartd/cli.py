@@ -42,6 +42,20 @@ def _worker_settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, metrics_port=args.metrics_port)
 
 
+def _server_settings(args: argparse.Namespace) -> Settings:
+    """The settings with the CherryPy file (`--cpconfig`) and `-a`/`-p` over them, the
+    log files open (`cartd.serving`)."""
+    from cartd.serving import server_settings
+
+    return server_settings(
+        args.config,
+        args.cpconfig,
+        log_format=args.log_format,
+        address=args.address,
+        port=args.port,
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _serve_processes(args)
@@ -50,12 +64,12 @@ def serve(args: argparse.Namespace) -> int:
     from cartd.api.app import create_app
     from cartd.runtime import build_runtime
 
-    settings = _settings(args)
+    settings = _server_settings(args)
     app = create_app(settings, build_runtime(settings))
     uvicorn.run(
         app,
-        host=args.address,
-        port=args.port,
+        host=settings.socket_host,
+        port=settings.socket_port,
         log_level=args.log_level.lower(),
         log_config=None,  # uvicorn's lines go through cartd's formatter too
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
@@ -69,17 +83,20 @@ def _serve_processes(args: argparse.Namespace) -> int:
     Everything a worker builds is built here once first and closed (settings, the
     database within its connect attempts, the schema, which a SQLite volume gets
     upgraded here rather than by N processes at once), so a wrong setting exits 2 with
-    one line instead of N workers failing. The workers read the same settings: `-c` and
-    the log options go to them through the environment.
+    one line instead of N workers failing. The workers read the same settings: `-c`,
+    `--cpconfig` and the log options go to them through the environment.
     """
     import uvicorn
 
     from cartd.observability.metrics import multiprocess_folder
     from cartd.runtime import build_runtime
 
-    build_runtime(_settings(args)).close()
+    settings = _server_settings(args)
+    build_runtime(settings).close()
     if args.config:
         os.environ["CARTD_CONFIG"] = str(Path(args.config).expanduser().absolute())
+    if args.cpconfig:
+        os.environ["CARTD_CPCONFIG"] = str(Path(args.cpconfig).expanduser().absolute())
     os.environ["CARTD_LOG_LEVEL"] = args.log_level
     os.environ["CARTD_LOG_FORMAT"] = args.log_format
     # Set before the workers start (and so before they import prometheus-client): every
@@ -92,8 +109,8 @@ def _serve_processes(args: argparse.Namespace) -> int:
         )
         uvicorn.run(
             "cartd.asgi:app",
-            host=args.address,
-            port=args.port,
+            host=settings.socket_host,
+            port=settings.socket_port,
             workers=args.workers,
             log_level=args.log_level.lower(),
             log_config=None,
@@ -368,8 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     serve_cmd = command("serve", "Run the HTTP API and, with no broker configured, the worker.")
-    serve_cmd.add_argument("-a", "--address", default="127.0.0.1", help="default 127.0.0.1")
-    serve_cmd.add_argument("-p", "--port", type=int, default=8081, help="default 8081")
+    serve_cmd.add_argument(
+        "-a", "--address", help="address to listen on (default: server.socket_host, 127.0.0.1)"
+    )
+    serve_cmd.add_argument(
+        "-p", "--port", type=_port, help="port to listen on (default: server.socket_port, 8081)"
+    )
+    serve_cmd.add_argument(
+        "--cpconfig",
+        metavar="FILE",
+        help="the original's CherryPy config file: its server.socket_host,"
+        " server.socket_port, log.access_file and log.error_file are used, other keys are"
+        " ignored with a warning (default: $CARTD_CPCONFIG, else"
+        " ~/.pacifica-cartd/cpconfig.ini if it exists)",
+    )
     serve_cmd.add_argument(
         "-w",
         "--workers",
@@ -467,24 +496,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def legacy_server(argv: Sequence[str] | None = None) -> int:
-    """`pacifica-cartd`: the original's server command and flags, so service units keep working."""
+def build_legacy_parser() -> argparse.ArgumentParser:
+    """The options of the original's `pacifica-cartd`, each forwarded to `cartd serve`."""
     parser = argparse.ArgumentParser(
         prog="pacifica-cartd", description="Run cartd (the original's command line)."
     )
     parser.add_argument("-c", "--config", metavar="CONFIG", help="INI file")
-    parser.add_argument("--cpconfig", metavar="CONFIG", help="accepted and ignored (CherryPy's)")
-    parser.add_argument("-p", "--port", type=int, default=8081, help="default 8081")
-    parser.add_argument("-a", "--address", default="127.0.0.1", help="default 127.0.0.1")
+    parser.add_argument("--cpconfig", metavar="CONFIG", help="CherryPy config file")
+    parser.add_argument("-p", "--port", help="port to listen on")
+    parser.add_argument("-a", "--address", help="address to listen on")
+    return parser
+
+
+def legacy_server(argv: Sequence[str] | None = None) -> int:
+    """`pacifica-cartd`: the original's server command and flags, so service units keep working."""
+    parser = build_legacy_parser()
     args, _ = parser.parse_known_args(argv)
-    forwarded = ["serve", "-p", str(args.port), "-a", args.address]
-    if args.config:
-        forwarded += ["-c", args.config]
-    if args.cpconfig:
-        configure_logging("INFO")
-        logging.getLogger("cartd").warning(
-            "--cpconfig %s is ignored: cartd is not a CherryPy application", args.cpconfig
-        )
+    forwarded = ["serve"]
+    for flag, value in (
+        ("-c", args.config),
+        ("--cpconfig", args.cpconfig),
+        ("-p", args.port),
+        ("-a", args.address),
+    ):
+        if value:
+            forwarded += [flag, value]
     return main(forwarded)
 
 

@@ -25,21 +25,30 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("~/.pacifica-cartd/config.ini")
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
-_EXPONENT = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(i?)([bB])|([bB]))?\s*$", re.IGNORECASE)
+_EXPONENT = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+_SIZE_HELP = "use bytes or a unit: '4 MB' (10^6), '4 Mb' or '4 MiB' (2^20)"
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes from `4096`, `4 Mb` (decimal, as the original reads it) or `10 GiB` (binary)."""
+    """Bytes from `4096` or a number with a unit, read as Pacifica Cartd 0.7.0 reads it.
+
+    The original's `parse_size` takes `B`, `KB`, `MB`, `GB`, `TB` as powers of 1000 and
+    `b`, `Kb`, `Mb`, `Gb`, `Tb` as powers of 1024 (its default `transfer_size` is
+    `4 Mb`, 4 MiB). So here the case of the final `b` decides: `B` counts in 1000s, `b`
+    in 1024s; the prefix may be of either case, `P` is added, and `KiB`, `MiB`, ... are
+    always 1024s. The space between number and unit is optional. A prefix without a
+    `b` (`4 M`) says neither and is refused.
+    """
     if isinstance(text, int):
         return text
     match = _SIZE.match(text)
     if not match:
-        raise ValueError(f"not a size: {text!r} (use bytes or e.g. '4 Mb', '10 GiB')")
-    number, prefix, binary, _ = match.groups()
-    if binary and not prefix:
-        raise ValueError(f"not a size: {text!r} (use bytes or e.g. '4 Mb', '10 GiB')")
-    base = 1024 if binary else 1000
+        raise ValueError(f"not a size: {text!r} ({_SIZE_HELP})")
+    number, prefix, binary, last, bare = match.groups()
+    if bare is not None or prefix is None:
+        return int(float(number))
+    base = 1024 if binary or last == "b" else 1000
     return int(float(number) * base ** _EXPONENT[prefix.lower()])
 
 
@@ -52,10 +61,16 @@ class Key:
     key: str
     env: str
     doc: str
+    #: Older environment variables read when `env` is not set (the newest name wins).
+    aliases: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return f"{self.section}.{self.key}"
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return (self.env, *self.aliases)
 
 
 #: Every setting cartd reads. The first block is the original's, the rest are cartd's own.
@@ -147,6 +162,37 @@ KEYS: tuple[Key, ...] = (
         "Address a worker's metrics endpoint listens on (default 127.0.0.1; 0.0.0.0 for all).",
     ),
     Key(
+        "socket_host",
+        "server",
+        "socket_host",
+        "CARTD_SOCKET_HOST",
+        "Address `cartd serve` listens on (`-a` overrides it; so does a CherryPy file's"
+        " `server.socket_host`).",
+    ),
+    Key(
+        "socket_port",
+        "server",
+        "socket_port",
+        "CARTD_SOCKET_PORT",
+        "Port `cartd serve` listens on (`-p` overrides it; so does a CherryPy file's"
+        " `server.socket_port`).",
+    ),
+    Key(
+        "access_log_file",
+        "log",
+        "access_file",
+        "CARTD_ACCESS_LOG_FILE",
+        "File that gets one line per HTTP request instead of the log (default: none, the"
+        " requests are in the log).",
+    ),
+    Key(
+        "error_log_file",
+        "log",
+        "error_file",
+        "CARTD_ERROR_LOG_FILE",
+        "File that gets cartd's warnings and errors, besides the log on stderr (default: none).",
+    ),
+    Key(
         "database_url",
         "database",
         "peewee_url",
@@ -166,6 +212,7 @@ KEYS: tuple[Key, ...] = (
         "connect_wait",
         "DATABASE_CONNECT_WAIT",
         "Seconds between those attempts.",
+        aliases=("DATABASE_WAIT",),
     ),
     Key(
         "database_pool_size",
@@ -187,6 +234,7 @@ KEYS: tuple[Key, ...] = (
         "debug_logging",
         "DATABASE_DEBUG_LOGGING",
         "Log every SQL statement.",
+        aliases=("DATABASE_LOGGING",),
     ),
     Key(
         "archive_timeout",
@@ -270,6 +318,10 @@ class Settings(BaseModel):
     sweep_grace: float = Field(300.0, gt=0)
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_address: str = Field("127.0.0.1", min_length=1)
+    socket_host: str = Field("127.0.0.1", min_length=1)
+    socket_port: int = Field(8081, ge=0, le=65535)
+    access_log_file: Path | None = None
+    error_log_file: Path | None = None
     database_url: str | None = None
     database_connect_attempts: int = Field(10, ge=1)
     database_connect_wait: float = Field(20.0, ge=0)
@@ -310,6 +362,11 @@ class Settings(BaseModel):
     @field_validator("database_pool_size", "database_max_overflow", mode="before")
     @classmethod
     def _unset_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
+
+    @field_validator("access_log_file", "error_log_file", mode="before")
+    @classmethod
+    def _no_file(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
 
     @field_validator("metrics_port", mode="before")
@@ -376,15 +433,27 @@ def load_settings(
             raise ConfigError(f"config file {path} does not exist")
         values = dict(_read_ini(path))
     for key in KEYS:
-        if key.env in env:
-            if key.field in values and values[key.field] != env[key.env]:
+        given = [name for name in key.env_names if name in env]
+        if not given:
+            continue
+        name = given[0]
+        for older in given[1:]:
+            if env[older] != env[name]:
                 log.warning(
-                    "%s is set in %s and in the environment as %s; the environment wins",
-                    key.name,
-                    path,
-                    key.env,
+                    "%s and %s are both set; %s wins (%s is its older name)",
+                    name,
+                    older,
+                    name,
+                    older,
                 )
-            values[key.field] = env[key.env]
+        if key.field in values and values[key.field] != env[name]:
+            log.warning(
+                "%s is set in %s and in the environment as %s; the environment wins",
+                key.name,
+                path,
+                name,
+            )
+        values[key.field] = env[name]
     values.update(overrides)
     try:
         return Settings.model_validate(values)

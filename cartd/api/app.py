@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from cartd.api.routes import router
+from cartd.api.views import error_body
 from cartd.config import Settings
 from cartd.errors import CartdError
 from cartd.runtime import Runtime, build_runtime
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client is asked to wait (`Retry-After`) while the database cannot be reached.
 DATABASE_RETRY_AFTER = 5
-
-
-def error_body(status: int, message: str) -> dict[str, object]:
-    return {"status": status, "message": message}
 
 
 def allowed_methods(app: FastAPI, request: Request) -> list[str]:

@@ -17,7 +17,7 @@ from cartd.api.headers import (
     requested_range,
     validator_holds,
 )
-from cartd.api.views import CartView, Message, cart_view, error
+from cartd.api.views import CartView, Message, cart_view, error, error_body
 from cartd.errors import (
     CartdError,
     CartFailed,
@@ -254,11 +254,11 @@ def download_cart(
     try:
         download = _carts(request).download(uid, filename)
     except CartNotFound:
-        return JSONResponse({"status": 404, "message": GONE}, status_code=404)
+        return JSONResponse(error_body(404, GONE), status_code=404)
     except CartNotReady as exc:
         return PlainTextResponse(exc.message, status_code=202)
     except CartFailed as exc:
-        return JSONResponse({"status": 500, "message": exc.message}, status_code=500)
+        return JSONResponse(error_body(500, exc.message), status_code=500)
     last_modified = format_datetime(download.ready_at, usegmt=True)
     headers = {
         "Content-Disposition": content_disposition(download.filename),
@@ -273,7 +273,7 @@ def download_cart(
         except RangeNotSatisfiable as exc:
             headers["Content-Range"] = f"bytes */{download.size}"
             return JSONResponse(
-                {"status": 416, "message": f"Range Not Satisfiable: {exc}"},
+                error_body(416, f"Range Not Satisfiable: {exc}"),
                 status_code=416,
                 headers=headers,
             )
@@ -287,10 +287,10 @@ def download_cart(
 @router.delete(
     "/{uid}",
     response_model=Message,
-    responses={400: error("a bad uid"), 404: {"description": "no such cart", "model": Message}},
+    responses={400: error("a bad uid"), 404: error("no such cart")},
 )
 def delete_cart(uid: Uid, request: Request) -> JSONResponse:
     """Remove every cart of the uid and its files."""
     if _carts(request).delete(uid):
         return JSONResponse({"message": "Cart Deleted Successfully"})
-    return JSONResponse({"status": 404, "message": "Not Found"}, status_code=404)
+    return JSONResponse(error_body(404, "Not Found"), status_code=404)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from cartd import __version__
 from cartd.records import Cart, CartFile
 
 
@@ -58,8 +59,25 @@ def cart_view(cart: Cart, files: list[CartFile]) -> CartView:
 
 
 class ErrorBody(BaseModel):
+    """Every error's JSON body. `traceback` and `version` are the keys Pacifica Cartd's
+    CherryPy error pages carried besides `status` and `message`, kept so that a client
+    reading them finds them."""
+
     status: int
     message: str = Field(description="what is wrong, in words; never a traceback")
+    traceback: str = Field(
+        description="always empty: the original's error pages had this key; cartd never"
+        " sends a traceback"
+    )
+    version: str = Field(
+        description="the version of the server that answered (cartd's; the original put"
+        " CherryPy's here)"
+    )
+
+
+def error_body(status: int, message: str) -> dict[str, object]:
+    """The JSON of an error answer (an `ErrorBody`)."""
+    return {"status": status, "message": message, "traceback": "", "version": __version__}
 
 
 class Message(BaseModel):

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 #: Context fields rendered first and in this order, whether set by an adapter or by `extra=`.
@@ -127,6 +128,61 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
     root.setLevel(levelno)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, levelno))
+
+
+#: The logger uvicorn writes one record per request to; its args are (client address,
+#: method, path with query, HTTP version, status code).
+ACCESS_LOGGER = "uvicorn.access"
+
+
+class AccessFormatter(logging.Formatter):
+    """A request as a line of the Common Log Format, as CherryPy's access log began:
+    `127.0.0.1 - - [22/Nov/2026:03:00:00 +0000] "GET /cart1 HTTP/1.1" 200 -` (the size is
+    not known to the logger: `-`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if not (isinstance(args, tuple) and len(args) == 5):
+            return f"{_timestamp(record)} {record.getMessage()}"
+        client, method, path, version, status = args
+        host = str(client).rsplit(":", 1)[0] if client else "-"
+        moment = datetime.fromtimestamp(record.created, tz=UTC).strftime("%d/%b/%Y:%H:%M:%S %z")
+        return f'{host} - - [{moment}] "{method} {path} HTTP/{version}" {status} -'
+
+
+class _FileHandler(logging.FileHandler):
+    """Marks the handlers `log_to_files` installed, so a second call replaces them."""
+
+
+def log_to_files(access: Path | None, error: Path | None, fmt: str = "text") -> None:
+    """Send the requests' lines to `access` instead of the log, and a copy of every
+    warning and error to `error`; each file is appended to. Raises OSError when a file
+    cannot be opened."""
+    if fmt not in _FORMATTERS:
+        raise ValueError(f"unknown log format {fmt!r}: expected one of {sorted(_FORMATTERS)}")
+    opened: list[tuple[logging.Logger, _FileHandler]] = []
+    try:
+        if access is not None:
+            handler = _FileHandler(access.expanduser(), encoding="utf-8")
+            handler.setFormatter(AccessFormatter())
+            opened.append((logging.getLogger(ACCESS_LOGGER), handler))
+        if error is not None:
+            handler = _FileHandler(error.expanduser(), encoding="utf-8")
+            handler.setFormatter(_FORMATTERS[fmt]())
+            handler.setLevel(logging.WARNING)
+            opened.append((logging.getLogger(), handler))
+    except OSError:
+        for _, handler in opened:
+            handler.close()
+        raise
+    for logger in (logging.getLogger(ACCESS_LOGGER), logging.getLogger()):
+        for old in [h for h in logger.handlers if isinstance(h, _FileHandler)]:
+            logger.removeHandler(old)
+            old.close()
+    for logger, handler in opened:
+        logger.addHandler(handler)
+    # Requests go to their file alone, as with CherryPy's log.access_file.
+    logging.getLogger(ACCESS_LOGGER).propagate = access is None
 
 
 class CartAdapter(logging.LoggerAdapter[logging.Logger]):

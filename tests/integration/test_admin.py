@@ -460,15 +460,28 @@ def test_purge_with_a_bad_time_says_so_without_a_traceback(when: str, tmp_path: 
 # -- the original's command names ----------------------------------------------------------
 
 
-def test_pacifica_cartd_serves_with_the_original_flags_and_ignores_cpconfig(
+def test_pacifica_cartd_serves_as_its_cherrypy_file_says(
     fault_archive: FaultArchive, tmp_path: Path
 ) -> None:
+    """An operator's unchanged `pacifica-cartd --cpconfig server.conf`: the server listens on
+    the file's port, writes one line per request to its access file and its warnings to
+    its error file (a relative name, from the working folder, as CherryPy did), and warns
+    about the key that means nothing any more."""
     script = BIN / "pacifica-cartd"
     assert script.is_file(), f"{script} is not installed"
-    cpconfig = tmp_path / "x.conf"
-    cpconfig.write_text("[global]\nserver.socket_host: '0.0.0.0'\n")
-    volume = tmp_path / "legacy-volume"
     port = free_port()
+    access = tmp_path / "logs" / "access.log"
+    access.parent.mkdir()
+    cpconfig = tmp_path / "server.conf"
+    cpconfig.write_text(
+        "[global]\n"
+        "server.socket_host: '127.0.0.1'\n"
+        f"server.socket_port: {port}\n"
+        f"log.access_file: '{access}'\n"
+        "log.error_file = 'error.log'\n"
+        "server.thread_pool = 30\n"
+    )
+    volume = tmp_path / "legacy-volume"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -478,7 +491,7 @@ def test_pacifica_cartd_serves_with_the_original_flags_and_ignores_cpconfig(
     log_path = tmp_path / "legacy.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(script), "--cpconfig", str(cpconfig), "-p", str(port), "-a", "127.0.0.1"],
+            [str(script), "--cpconfig", str(cpconfig)],
             cwd=tmp_path,
             env=env,
             stdout=log,
@@ -498,7 +511,9 @@ def test_pacifica_cartd_serves_with_the_original_flags_and_ignores_cpconfig(
         wait_until(up, timeout=30)
         assert answers[0].status_code == 200
         assert answers[0].json() == UP
+        assert httpx.head(f"http://127.0.0.1:{port}/nocart").status_code == 404
         assert (volume / "cartd.sqlite3").is_file()
+        wait_until(lambda: len(access.read_text().splitlines()) >= 2, timeout=10)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -508,10 +523,17 @@ def test_pacifica_cartd_serves_with_the_original_flags_and_ignores_cpconfig(
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
     logged = log_path.read_text(errors="replace")
-    warning = next((line for line in logged.splitlines() if "--cpconfig" in line), "")
-    assert "WARNING" in warning, logged
-    assert f"{cpconfig} is ignored" in warning
     assert "Traceback" not in logged
+    lines = access.read_text().splitlines()
+    assert lines[0].startswith("127.0.0.1 - - [")
+    assert lines[0].endswith('"GET / HTTP/1.1" 200 -')
+    assert lines[1].endswith('"HEAD /nocart HTTP/1.1" 404 -')
+    assert "GET / HTTP/1.1" not in logged, "requests go to the access file alone"
+    for where in (logged, (tmp_path / "error.log").read_text()):
+        warning = next((line for line in where.splitlines() if "thread_pool" in line), "")
+        assert "WARNING" in warning, where
+        assert "[global] server.thread_pool" in warning
+        assert "ignored" in warning
 
 
 def test_pacifica_cartd_cmd_help_lists_the_admin_commands(tmp_path: Path) -> None:

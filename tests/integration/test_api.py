@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cartd import __version__
 from tests.conftest import FileEntry, new_id
 from tests.support.archive_interface import ArchiveInterface
 from tests.support.cartd_server import CartdServer, wait_for_cart
@@ -214,6 +215,7 @@ def test_missing_file_ends_cart_in_error_naming_it(client: httpx.Client) -> None
     response = client.get(f"/{uid}")
     assert response.status_code == 500
     assert missing in response.json()["message"]
+    assert response.json()["traceback"] == ""
     assert "Traceback" not in response.text
     # The archive's error names the file's place on its disks; a client never sees it.
     for text in (message, response.text, client.get(f"/{uid}/files").text):
@@ -258,10 +260,20 @@ def test_unknown_cart(client: httpx.Client) -> None:
     assert head.headers["X-Pacifica-Message"] == f"No cart with uid {uid} found"
     get = client.get(f"/{uid}")
     assert get.status_code == 404
-    assert get.json()["message"] == "The cart does not exist or has already been deleted"
+    assert get.json() == {
+        "status": 404,
+        "message": "The cart does not exist or has already been deleted",
+        "traceback": "",
+        "version": __version__,
+    }
     delete = client.delete(f"/{uid}")
     assert delete.status_code == 404
-    assert delete.json()["message"] == "Not Found"
+    assert delete.json() == {
+        "status": 404,
+        "message": "Not Found",
+        "traceback": "",
+        "version": __version__,
+    }
 
 
 def test_delete_makes_the_cart_gone(
@@ -372,7 +384,12 @@ def test_bad_uid_is_refused(client: httpx.Client, uid: str) -> None:
 def test_unknown_route_is_json_404(client: httpx.Client) -> None:
     response = client.get("/a/b/c")
     assert response.status_code == 404
-    assert response.json()["status"] == 404
+    assert response.json() == {
+        "status": 404,
+        "message": "Not Found",
+        "traceback": "",
+        "version": __version__,
+    }
 
 
 def test_volume_keeps_files_by_id_not_by_requested_path(

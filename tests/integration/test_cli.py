@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ServerFactory, run_cartd
-from tests.support.cartd_server import wait_for_cart
+from tests.support.cartd_server import CartdServer, wait_for_cart, wait_until
 
 
 def test_help_lists_the_commands() -> None:
@@ -86,3 +86,36 @@ def test_serve_with_a_local_folder_archive(cartd_factory: ServerFactory, tmp_pat
         head = wait_for_cart(client, "linked")
         assert head.status_code == 500
         assert "outside the archive folder" in head.headers["X-Pacifica-Message"]
+
+
+def test_serve_takes_the_cherrypy_file_under_its_own_flags(tmp_path: Path) -> None:
+    """`cartd serve --cpconfig`: `-p` beats the file's port (with a warning saying so), the
+    file's access log is written, and the environment adds an error log the file lacks."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    cpconfig = tmp_path / "server.conf"
+    cpconfig.write_text(
+        "[global]\n"
+        "server.socket_port = 1\n"  # a port no test can have: the -p flag must win
+        f"log.access_file = '{tmp_path / 'access.log'}'\n"
+        "request.show_tracebacks = False\n"
+    )
+    env = {
+        "ARCHIVE_INTERFACE_URL": f"file://{folder}",
+        "VOLUME_PATH": str(tmp_path / "volume"),
+        "CARTD_ERROR_LOG_FILE": str(tmp_path / "error.log"),
+    }
+    server = CartdServer(tmp_path / "serve", env, args=["--cpconfig", str(cpconfig)]).start()
+    try:
+        assert httpx.get(f"{server.url}/nocart").status_code == 404
+        wait_until(lambda: "/nocart" in (tmp_path / "access.log").read_text())
+    finally:
+        server.stop()
+    logged = server.log()
+    assert "server.socket_port is 1 in" in logged
+    assert "the command line wins" in logged
+    errors = (tmp_path / "error.log").read_text()
+    assert "[global] request.show_tracebacks" in errors
+    assert "cartd never sends a traceback" in errors
+    assert "INFO" not in errors
+    assert '"GET /nocart HTTP/1.1" 404 -' in (tmp_path / "access.log").read_text()

@@ -78,6 +78,7 @@ def test_a_declared_length_over_the_limit_is_413_before_any_body_is_sent(
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["status"] == 413
     assert str(LIMIT) in body["message"]
+    assert body["traceback"] == ""
     assert client.head("/huge1").status_code == 404
 
 

@@ -62,15 +62,29 @@ def full_ini(tmp_path: Path) -> Path:
     [
         ("4096", 4096),
         ("0", 0),
-        ("4 Mb", 4_000_000),
+        # The original's own units, with its case rule: B counts in 1000s, b in 1024s.
+        ("4 MB", 4_000_000),
+        ("4 Mb", 4 * 1024**2),
+        ("1 KB", 1000),
+        ("1 Kb", 1024),
+        ("2 GB", 2_000_000_000),
+        ("2 Gb", 2 * 1024**3),
+        ("1 TB", 10**12),
+        ("1 Tb", 1024**4),
+        ("8 B", 8),
+        ("  8 b  ", 8),
+        ("1.5 Kb", 1536),
+        ("1.5 KB", 1500),
+        # Beyond the original: either case of prefix, no space, P, and the IEC units.
         ("4MB", 4_000_000),
-        ("1 kb", 1000),
-        ("1.5 kb", 1500),
-        ("2 Gb", 2_000_000_000),
+        ("4mb", 4 * 1024**2),
+        ("1 kB", 1000),
+        ("1 kb", 1024),
+        ("1 PB", 10**15),
         ("10 GiB", 10 * 1024**3),
         ("4 MiB", 4 * 1024**2),
+        ("4 mib", 4 * 1024**2),
         ("1 KiB", 1024),
-        ("  8 b  ", 8),
         (4096, 4096),
     ],
 )
@@ -78,7 +92,9 @@ def test_parse_size_accepts_bytes_and_units(text: str | int, expected: int) -> N
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "lots", "Mb", "-1", "4 Xb", "4 Mb extra", "1,000"])
+@pytest.mark.parametrize(
+    "text", ["", "lots", "Mb", "-1", "4 Xb", "4 Mb extra", "1,000", "4 M", "4k", "4 iB"]
+)
 def test_parse_size_refuses_bad_text(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
@@ -121,8 +137,8 @@ def test_ini_file_keys_are_read(tmp_path: Path) -> None:
     assert settings.lru_buffer_time == 3600
     assert settings.lru_purge is False
     assert settings.bundle_task is True
-    assert settings.transfer_size == 1_000_000
-    assert settings.volume_size_limit == 500_000_000
+    assert settings.transfer_size == 1024**2  # `1 Mb`, as the original reads it
+    assert settings.volume_size_limit == 500 * 1024**2
     assert settings.archive_url == "http://archive.example:8080/base/"
     assert settings.broker_url == "redis://broker:6379/0"
     assert settings.database_url == "sqliteext:///db.sqlite3"
@@ -201,13 +217,36 @@ def test_environment_alone_sets_keys() -> None:
     assert settings.lru_purge is False
     assert settings.bundle_task is True
     assert settings.transfer_size == 64 * 1024
-    assert settings.volume_size_limit == 2_000_000_000
+    assert settings.volume_size_limit == 2 * 1024**3
     assert settings.broker_url == "amqp://x"
     assert settings.backend_url == "rpc://"
     assert settings.database_url == "mysql://u:p@h/db"
     assert settings.database_connect_attempts == 7
     assert settings.database_connect_wait == 0
     assert settings.database_debug_logging is True
+
+
+def test_older_environment_names_are_read_as_aliases() -> None:
+    settings = load_settings(None, environ={"DATABASE_LOGGING": "true", "DATABASE_WAIT": "3"})
+    assert settings.database_debug_logging is True
+    assert settings.database_connect_wait == 3
+
+
+def test_the_current_environment_name_wins_over_its_older_alias(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {"DATABASE_CONNECT_WAIT": "5", "DATABASE_WAIT": "3", "DATABASE_LOGGING": "true"}
+    with caplog.at_level(logging.WARNING, logger="cartd.config"):
+        settings = load_settings(None, environ=environ)
+    assert settings.database_connect_wait == 5
+    assert settings.database_debug_logging is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("DATABASE_CONNECT_WAIT" in w and "DATABASE_WAIT" in w for w in warnings)
+
+
+def test_an_alias_in_the_environment_overrides_the_ini_file(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "c.ini", "[database]\nconnect_wait = 9\n")
+    assert load_settings(ini, environ={"DATABASE_WAIT": "1"}).database_connect_wait == 1
 
 
 def test_environment_overrides_ini_and_warns_naming_the_key(
@@ -228,7 +267,7 @@ def test_environment_overrides_ini_and_warns_naming_the_key(
     assert settings.database_url == "postgres://u:p@db/cart"
     # Keys only in the file keep the file's value.
     assert settings.bundle_task is True
-    assert settings.transfer_size == 1_000_000
+    assert settings.transfer_size == 1024**2
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     for name, env in [

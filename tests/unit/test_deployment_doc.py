@@ -1,5 +1,6 @@
-"""docs/deployment.md and docs/compose.yaml are tested artefacts: every `cartd` command
-they run exists with the options given, and every setting they name is one cartd reads."""
+"""docs/deployment.md, docs/migrating.md and docs/compose.yaml are tested artefacts: every
+`cartd` command (and the original's `pacifica-cartd`, `pacifica-cartd-cmd`) they run exists
+with the options given, and every setting they name is one cartd reads."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from cartd.cli import build_parser
+from cartd.cli import build_legacy_parser, build_parser
 from cartd.config import KEYS
+from cartd.serving import CPCONFIG_ENV, HINTS, HONOURED
 
 DOCS = Path(__file__).parents[2] / "docs"
-GUIDE = (DOCS / "deployment.md").read_text(encoding="utf-8")
+DEPLOYMENT = (DOCS / "deployment.md").read_text(encoding="utf-8")
+MIGRATING = (DOCS / "migrating.md").read_text(encoding="utf-8")
+#: The guides read as one: each name of a command or setting in either is checked.
+GUIDE = DEPLOYMENT + "\n" + MIGRATING
 COMPOSE = (DOCS / "compose.yaml").read_text(encoding="utf-8")
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -21,14 +26,19 @@ README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 #: exists, `test_pending_commands_are_still_pending` fails: move it out of here.
 PENDING: dict[str, str] = {}
 #: Environment variables read by cartd outside `cartd.config.KEYS`.
-PROCESS_ENV = {"CARTD_CONFIG", "CARTD_LOG_LEVEL", "CARTD_LOG_FORMAT"}
+PROCESS_ENV = {"CARTD_CONFIG", CPCONFIG_ENV, "CARTD_LOG_LEVEL", "CARTD_LOG_FORMAT"}
+#: The original's CherryPy keys the guides name: those cartd honours and those it names
+#: in a warning with a hint (`cartd.serving`).
+CHERRYPY_KEYS = set(HONOURED) | set(HINTS)
 #: Names of other programs' settings the guide mentions.
 FOREIGN = {"PROMETHEUS_MULTIPROC_DIR"}
 SECTIONS = {key.section for key in KEYS}
 
 _FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 _INLINE = re.compile(r"`([^`\n]+)`")
-_COMMAND = re.compile(r"\bcartd((?:\s+--[\w-]+(?:\s+[\w]+)?)*)\s+([a-z]+)\b(.*)")
+_COMMAND = re.compile(r"(?<![\w-])cartd((?:\s+--[\w-]+(?:\s+[\w]+)?)*)\s+([a-z]+)\b(.*)")
+_LEGACY_ADMIN = re.compile(r"(?<![\w-])pacifica-cartd-cmd\s+([a-z]+)\b(.*)")
+_LEGACY_SERVER = re.compile(r"(?<![\w-])pacifica-cartd(?![\w-])(.*)")
 
 
 def _code(text: str) -> list[str]:
@@ -53,6 +63,9 @@ def _invocations() -> list[tuple[str, list[str]]]:
         for match in _COMMAND.finditer(line):
             options = re.findall(r"(?<!\S)(--?[\w-]+)", match.group(3))
             found.append((match.group(2), options))
+        for match in _LEGACY_ADMIN.finditer(line):  # the admin commands under the old name
+            options = re.findall(r"(?<!\S)(--?[\w-]+)", match.group(2))
+            found.append((match.group(1), options))
     for argv in re.findall(r"command:\s*\[(.*?)\]", COMPOSE):
         words = [word.strip().strip('"') for word in argv.split(",")]
         if words[0] == "cartd":
@@ -78,6 +91,23 @@ def test_every_cartd_command_in_the_guide_exists_with_its_options(
         assert option in accepted, f"`cartd {command}` takes no {option}"
 
 
+def test_the_original_server_command_in_the_guides_takes_its_options() -> None:
+    accepted = {flag for action in build_legacy_parser()._actions for flag in action.option_strings}
+    used = [
+        re.findall(r"(?<!\S)(--?[\w-]+)", match.group(1))
+        for line in _code(GUIDE)
+        for match in _LEGACY_SERVER.finditer(line)
+    ]
+    assert used, "the guides never run pacifica-cartd"
+    for options in used:
+        assert set(options) <= accepted, f"pacifica-cartd takes no {set(options) - accepted}"
+
+
+def test_the_migration_guide_keeps_its_dbsync_section_and_is_linked() -> None:
+    assert "## The database and the volume: `dbsync`" in MIGRATING
+    assert "(docs/migrating.md)" in README
+
+
 def test_pending_commands_are_still_pending() -> None:
     for command, why in PENDING.items():
         assert command not in _subcommands(), (
@@ -87,8 +117,8 @@ def test_pending_commands_are_still_pending() -> None:
 
 
 def test_every_setting_in_the_guide_is_one_cartd_reads() -> None:
-    names = {key.name for key in KEYS}
-    envs = {key.env for key in KEYS}
+    names = {key.name for key in KEYS} | CHERRYPY_KEYS
+    envs = {name for key in KEYS for name in key.env_names}
     code = _code(GUIDE)
     dotted = {
         token

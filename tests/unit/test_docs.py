@@ -17,6 +17,8 @@ def test_every_setting_is_in_the_readme_table(key: Key) -> None:
     rows = [line for line in README.splitlines() if line.startswith(f"| `{key.name}` ")]
     assert rows, f"{key.name} is not documented in README.md"
     assert f"`{key.env}`" in rows[0], f"{key.name}'s environment variable is not documented"
+    for alias in key.aliases:
+        assert f"`{alias}`" in rows[0], f"{key.name}'s older name {alias} is not documented"
 
 
 def test_every_command_is_in_the_readme() -> None:
