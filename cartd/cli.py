@@ -148,16 +148,19 @@ def dbsync(args: argparse.Namespace) -> int:
 @contextmanager
 def _admin(args: argparse.Namespace, *, check_schema: bool = True) -> Iterator[AdminService]:
     from cartd.db.store import CartStore
-    from cartd.runtime import ensure_schema, open_engine
+    from cartd.runtime import bring_over_originals, ensure_schema, open_engine
     from cartd.storage import Volume
 
     settings = _settings(args)
     settings.volume_path.mkdir(parents=True, exist_ok=True)
     engine = open_engine(settings)
+    volume = Volume(settings.volume_path)
     try:
         if check_schema:
+            # As `serve` does: what a command shows or changes includes the original's carts.
             ensure_schema(engine)
-        yield AdminService(engine, CartStore(engine), Volume(settings.volume_path))
+            bring_over_originals(engine, volume)
+        yield AdminService(engine, CartStore(engine), volume)
     finally:
         engine.dispose()
 
