@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 
 from cartd.config import load_settings
 from cartd.db.engine import make_engine
-from cartd.db.migrate import create_fresh
+from cartd.db.migrate import check, create_fresh
 from cartd.db.original import OriginalTables, Outcome
 from cartd.db.store import CartStore
 from cartd.runtime import build_runtime
@@ -188,3 +188,9 @@ def test_serve_on_the_originals_sqlite_brings_its_carts_over_at_start(tmp_path: 
         assert OriginalTables(runtime.engine).pending() == 0
     finally:
         runtime.close()
+
+
+def test_the_originals_tables_beside_cartds_are_no_drift_for_alembic(engine: Engine) -> None:
+    """`alembic check` compares cartd's tables only: the original's stay, untouched."""
+    their_tables(engine)
+    check(engine)
