@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -148,33 +149,35 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def dbsync(args: argparse.Namespace) -> int:
-    from cartd.db import migrate
-    from cartd.runtime import open_engine
-
-    settings = _settings(args)
-    settings.volume_path.mkdir(parents=True, exist_ok=True)
-    engine = open_engine(settings)
-    try:
-        migrate.upgrade(engine)
-        print(f"database schema at revision {migrate.current_revision(engine)}")
-    finally:
-        engine.dispose()
+    with _admin(args, check_schema=False) as admin:
+        revision, imported = admin.sync()
+    print(f"database schema at revision {revision}")
+    if imported:
+        counts = Counter(item.outcome.value for item in imported)
+        told = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+        print(f"brought over {len(imported)} carts of Pacifica Cartd's tables: {told}")
+        for item in imported:
+            if item.note:
+                print(f"  cart {item.uid} (its id {item.original_id}): {item.note}")
     return 0
 
 
 @contextmanager
 def _admin(args: argparse.Namespace, *, check_schema: bool = True) -> Iterator[AdminService]:
     from cartd.db.store import CartStore
-    from cartd.runtime import ensure_schema, open_engine
+    from cartd.runtime import bring_over_originals, ensure_schema, open_engine
     from cartd.storage import Volume
 
     settings = _settings(args)
     settings.volume_path.mkdir(parents=True, exist_ok=True)
     engine = open_engine(settings)
+    volume = Volume(settings.volume_path)
     try:
         if check_schema:
+            # As `serve` does: what a command shows or changes includes the original's carts.
             ensure_schema(engine)
-        yield AdminService(engine, CartStore(engine), Volume(settings.volume_path))
+            bring_over_originals(engine, volume)
+        yield AdminService(engine, CartStore(engine), volume)
     finally:
         engine.dispose()
 
@@ -183,6 +186,11 @@ def dbchk(args: argparse.Namespace) -> int:
     with _admin(args, check_schema=False) as admin:
         state = admin.schema()
     print(f"database schema at revision {state.current or 'none'}; cartd needs {state.head}")
+    if state.originals_pending:
+        print(
+            f"{state.originals_pending} carts of Pacifica Cartd's tables are not brought over"
+            " yet: `cartd dbsync` brings them over"
+        )
     if args.equal:
         return 0 if state.equal else 1
     return 0 if state.upgradable else 1
@@ -430,12 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     work.set_defaults(handler=worker)
 
-    command("dbsync", "Create or upgrade the database schema.").set_defaults(handler=dbsync)
+    command(
+        "dbsync",
+        "Create or upgrade the database schema, then bring over the carts of the original"
+        " Pacifica Cartd's tables in that database (once; its tables are left unchanged).",
+    ).set_defaults(handler=dbsync)
 
     check = command(
         "dbchk",
         "Check the database schema: exit 0 when this cartd can use it after `dbsync`"
-        " (with --equal: only when it is already current), 1 otherwise.",
+        " (with --equal: only when it is already current and no cart of the original"
+        " Pacifica Cartd is left to bring over), 1 otherwise.",
     )
     check.add_argument("--equal", action="store_true", help="require the schema to be current")
     check.set_defaults(handler=dbchk)

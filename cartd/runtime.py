@@ -12,12 +12,14 @@ from cartd.archive import Archive, open_archive
 from cartd.config import Settings
 from cartd.db import migrate
 from cartd.db.engine import database_url, make_engine, wait_for_database
+from cartd.db.original import OriginalTables
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.errors import ConfigError
 from cartd.observability.metrics import Metrics, VolumeSnapshot, multiprocess_dir
 from cartd.service.backoff import Backoff
 from cartd.service.carts import CartService
+from cartd.service.original import OriginalImport
 from cartd.service.pipeline import Pipeline, PipelinePolicy
 from cartd.storage import Volume
 from cartd.workers.base import Runner
@@ -83,6 +85,22 @@ def ensure_schema(engine: Engine) -> None:
         )
 
 
+def bring_over_originals(engine: Engine, volume: Volume) -> None:
+    """The original Pacifica Cartd's carts in the database: on SQLite, which `ensure_schema`
+    upgrades itself, brought over now as `cartd dbsync` would (a cartd started on the
+    original's volume and database serves its carts at once); on a shared server only
+    said, since bringing them over is `dbsync`'s job there, as the schema is."""
+    originals = OriginalImport(OriginalTables(engine), volume)
+    if engine.dialect.name == "sqlite":
+        originals.run()
+    elif pending := originals.pending():
+        log.warning(
+            "%d carts of Pacifica Cartd's tables are not brought over yet (they answer 404):"
+            " run `cartd dbsync`",
+            pending,
+        )
+
+
 def make_runner(settings: Settings, pipeline: Pipeline, store: CartStore, volume: Volume) -> Runner:
     """The distributed runner when a broker is configured, else the embedded one."""
     if settings.broker_url:
@@ -111,6 +129,7 @@ def build_runtime(settings: Settings, *, api: bool = True) -> Runtime:
     engine = open_engine(settings)
     try:
         ensure_schema(engine)
+        bring_over_originals(engine, volume)
     except Exception:
         engine.dispose()
         raise

@@ -62,6 +62,24 @@ class Volume:
         """Make the moves into a folder durable."""
         _fsync_dir(path)
 
+    def adopt(self, source: Path, final: Path) -> None:
+        """Give `final` the bytes of `source` (a file the original Pacifica Cartd left on
+        the volume), leaving `source` where it is: a hard link, sharing the bytes rather
+        than copying them, else (another filesystem) a copy with its modification time.
+        Neither side ever writes such a file in place: cartd replaces a file by a move."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        final.unlink(missing_ok=True)  # left by an import that did not commit
+        try:
+            os.link(source, final)
+        except OSError:
+            partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}")
+            try:
+                shutil.copy2(source, partial)
+                os.replace(partial, final)
+            finally:
+                partial.unlink(missing_ok=True)
+        _fsync_dir(final.parent)
+
     def remove_cart(self, cart_id: int) -> None:
         shutil.rmtree(self.cart_dir(cart_id), ignore_errors=True)
 

@@ -86,3 +86,20 @@ class VolumeLockRow(Base):
     __tablename__ = "volume_lock"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class OriginalImportRow(Base):
+    """One cart of the original Pacifica Cartd's tables that `dbsync` has dealt with, so that
+    it is brought over once: a second `dbsync` finds it here and leaves it alone, even
+    once cartd has deleted the cart it became."""
+
+    __tablename__ = "original_imports"
+
+    #: The cart's id in the original's `cart` table.
+    original_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: The cart it became here; NULL when none was made (deleted in the original, or a uid
+    #: cartd cannot serve). Not a foreign key: cartd forgets a deleted cart's row.
+    cart_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: What became of it (`cartd.db.original.Outcome`).
+    outcome: Mapped[str] = mapped_column(String(16))
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from cartd.db import migrate
+from cartd.db.original import OriginalTables
 from cartd.db.store import CartStore
 from cartd.errors import CartNotFound, InvalidRequest
 from cartd.records import Cart, CartFile, StuckCart
 from cartd.service.cleanup import discard
+from cartd.service.original import Imported, OriginalImport
 from cartd.status import CartStatus
 from cartd.storage import Volume
 
@@ -56,10 +58,13 @@ def parse_time_ago(text: str, now: datetime | None = None) -> datetime:
 class SchemaState:
     current: str | None
     head: str | None
+    #: Carts of the original Pacifica Cartd's tables that `dbsync` has not brought over.
+    originals_pending: int = 0
 
     @property
     def equal(self) -> bool:
-        return self.current == self.head
+        """Nothing left for `dbsync` to do: the schema is current and nothing to import."""
+        return self.current == self.head and not self.originals_pending
 
     @property
     def upgradable(self) -> bool:
@@ -80,7 +85,20 @@ class AdminService:
         self.volume = volume
 
     def schema(self) -> SchemaState:
-        return SchemaState(migrate.current_revision(self.engine), migrate.head_revision())
+        return SchemaState(
+            migrate.current_revision(self.engine),
+            migrate.head_revision(),
+            self.originals().pending(),
+        )
+
+    def originals(self) -> OriginalImport:
+        return OriginalImport(OriginalTables(self.engine), self.volume)
+
+    def sync(self) -> tuple[str | None, list[Imported]]:
+        """`dbsync`: create or upgrade the schema, then bring over the original Pacifica
+        Cartd's carts not brought over yet. Returns the revision and what was brought."""
+        migrate.upgrade(self.engine)
+        return migrate.current_revision(self.engine), self.originals().run()
 
     def fixit(self, uid: str) -> list[Fixed]:
         """Re-drive the uid's carts in error or still being made: every file not verified
