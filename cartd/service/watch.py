@@ -94,6 +94,8 @@ class CartWatch:
         self._lock = threading.Lock()
         self._work: dict[int, tuple[Abort, int]] = {}  # cart id -> (its abort, steps on it)
         self._claims: dict[str, _Claim] = {}
+        # Claims whose release failed (the database away), with when they lapse anyway.
+        self._unreleased: dict[str, tuple[_Claim, float]] = {}
         self._renewed = time.monotonic()
         self._busy = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -139,7 +141,30 @@ class CartWatch:
         try:
             self._store.release_claims(token, claim.files, claim.carts)
         except Exception:
-            log.warning("could not release claims (they expire by themselves)", exc_info=True)
+            # Left to lapse, the work would wait `claim_seconds` for the sweep: the watch
+            # thread tries again every interval until then.
+            log.warning("could not release claims; trying again shortly", exc_info=True)
+            with self._lock:
+                self._unreleased.setdefault(token, (claim, time.time() + self.claim_seconds))
+                self._busy.notify()
+
+    def release_again(self) -> None:
+        """Try again the releases that failed, until the claims would have lapsed. A claim
+        taken over since is not touched: a release only clears the token's own."""
+        with self._lock:
+            now = time.time()
+            self._unreleased = {
+                token: held for token, held in self._unreleased.items() if held[1] > now
+            }
+            due = {token: claim for token, (claim, _) in self._unreleased.items()}
+        for token, claim in due.items():
+            try:
+                self._store.release_claims(token, claim.files, claim.carts)
+            except Exception:
+                log.warning("could not release claims; trying again shortly")
+                continue
+            with self._lock:
+                self._unreleased.pop(token, None)
 
     def _claim_end(self) -> float:
         return time.time() + self.claim_seconds
@@ -212,11 +237,14 @@ class CartWatch:
     def _run(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                while not (self._work or self._claims) and not self._stopping.is_set():
+                while not (self._work or self._claims or self._unreleased):
+                    if self._stopping.is_set():
+                        return
                     self._busy.wait()  # nothing under way: no queries at all
             if self._stopping.wait(self._interval):
                 return
             try:
+                self.release_again()
                 self.check()
                 if time.monotonic() - self._renewed >= self.claim_seconds / 3:
                     self._renewed = time.monotonic()
