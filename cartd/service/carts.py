@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Generator
@@ -59,25 +60,15 @@ class Download:
     cart: Cart
     filename: str
     size: int
+    etag: str
     bundle_path: Path | None
     members: list[Member]
     chunk_size: int
 
     @property
     def ready_at(self) -> datetime:
-        """When the cart became ready: what its bytes are named and tagged after."""
+        """When the cart became ready (its `Last-Modified`)."""
         return self.cart.ready_at or self.cart.updated_at
-
-    @property
-    def etag(self) -> str:
-        """A strong validator: the same cart, made ready at the same moment, under the same
-        top folder gives the same bytes; anything else gives another tag."""
-        top = self.cart.uid if self.bundle_path is not None else self.filename
-        identity = "\0".join(
-            [LAYOUT_VERSION, str(self.cart.id), self.cart.uid, self.ready_at.isoformat(), top]
-        )
-        digest = hashlib.sha256(f"{identity}\0{self.size}".encode()).hexdigest()
-        return f'"{digest[:32]}"'
 
     def chunks(self, start: int = 0, end: int | None = None) -> Chunks:
         """The tar's bytes from `start` up to `end` (default: to its end)."""
@@ -93,6 +84,30 @@ class Download:
             intact=lambda stat: bundle_unchanged(stat, self.cart),
             name="the bundle",
         )
+
+
+def content_tag(cart: Cart, files: list[CartFile], top: str, size: int) -> str:
+    """A strong validator derived from what the tar's bytes are made of: the layout, the
+    top folder, the cart's creation (its folders' time), and each file's path, size,
+    modification time (whole seconds, as its header holds it) and ordered checksum (its
+    verified contents). All are known once the archive has told every file's size, so a
+    download that starts while the cart is being made gets the tag of the download after
+    ready; a cart made ready again from the same files keeps it, since its bytes are
+    the same."""
+    identity: list[object] = [
+        LAYOUT_VERSION,
+        cart.id,
+        cart.uid,
+        top,
+        int(cart.created_at.timestamp()),
+        size,
+    ]
+    identity += [
+        [file.path, file.size, int(file.mtime or 0.0), file.hashtype, file.hashsum]
+        for file in files
+    ]
+    digest = hashlib.sha256(json.dumps(identity).encode("ascii")).hexdigest()
+    return f'"{digest[:32]}"'
 
 
 def bundle_unchanged(stat: os.stat_result, cart: Cart) -> bool:
@@ -191,24 +206,29 @@ class CartService:
             raise CartFailed(cart.error or "the cart failed")
         if cart.status is not CartStatus.READY:
             raise CartNotReady("The cart is not ready for download.")
-        # Named after the moment the cart became ready, not the request's: every GET of
-        # the cart then sends the same bytes, so a broken download can be resumed.
-        ready_at = cart.ready_at or cart.updated_at
-        name = validate_download_name(filename, default_download_name(ready_at))
+        # Named after the moment the cart was ordered, not the request's: every GET of
+        # the cart sends the same bytes, so a broken download can be resumed.
+        name = validate_download_name(filename, default_download_name(cart.created_at))
         try:
             top = top_folder(name)
         except UnsafeName as exc:
             raise InvalidRequest(f"invalid filename: {exc}") from None
         files = self.store.files_of(cart.id)
+        if cart.bundle:
+            top = cart.uid  # the bundle's, written once for every name
         if self._repair(cart, files):
             if self.store.latest_cart(uid) is None:
                 raise CartNotFound(f"No cart with uid {uid} found")  # deleted meanwhile
             raise CartNotReady("The cart is not ready for download.")
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
-            return Download(cart, name, cart.bundle_size or 0, path, [], self.chunk_size)
+            size = cart.bundle_size or 0
+            tag = content_tag(cart, files, top, size)
+            return Download(cart, name, size, tag, path, [], self.chunk_size)
         members = cart_members(cart, files, self.volume, top=top)
-        return Download(cart, name, tar_size(members), None, members, self.chunk_size)
+        size = tar_size(members)
+        tag = content_tag(cart, files, top, size)
+        return Download(cart, name, size, tag, None, members, self.chunk_size)
 
     def _repair(self, cart: Cart, files: list[CartFile] | None = None) -> bool:
         """Check a ready cart's copy on the volume; send what is no longer the verified
