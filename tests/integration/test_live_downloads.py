@@ -11,12 +11,14 @@ import os
 import tarfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import FileEntry, ServerFactory, entry, new_id
 from tests.support.cartd_server import CartdServer, wait_for_cart
+from tests.support.cluster import cluster
 from tests.support.fault_archive import FaultArchive, Faults
 
 pytestmark = pytest.mark.archive
@@ -117,6 +119,27 @@ def test_a_download_while_staging_is_the_download_after_ready_sent_as_files_leav
     first_done = file_end(after.content, "d0/f0.bin")
     first_came = min(when for when, length in arrivals if length >= first_done)
     assert first_came < last_pulled
+
+
+@pytest.mark.redis
+def test_files_verified_by_a_worker_process_are_streamed_by_the_api(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    """Distributed mode: the stream learns from the database what another process did."""
+    fileids, contents = on_tape(fault_archive, [0.2, 1.0])
+    with (
+        cluster(tmp_path, fault_archive.url, "redis", "sqlite") as running,
+        httpx.Client(base_url=running.server.url, timeout=30) as client,
+    ):
+        uid = post(running.server, fileids)
+        live = client.get(f"/{uid}", headers=WAIT)
+        assert live.status_code == 200
+        assert live.headers["Preference-Applied"] == "wait"
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}")
+    assert live.content == after.content
+    assert live.headers["ETag"] == after.headers["ETag"]
+    assert tar_files(after.content) == contents
 
 
 def test_a_file_that_fails_cuts_the_stream_and_the_cart_says_why(
