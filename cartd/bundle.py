@@ -148,6 +148,16 @@ def tar_size(members: Iterable[Member]) -> int:
     return sum(member.length for member in members) + len(END_OF_ARCHIVE)
 
 
+def member_starts(members: Iterable[Member]) -> list[int]:
+    """Where each member begins in the tar (its header's first byte); each ends where the
+    next begins, the last where the end-of-archive blocks do."""
+    starts, position = [], 0
+    for member in members:
+        starts.append(position)
+        position += member.length
+    return starts
+
+
 def read_checked(
     path: Path,
     offset: int,

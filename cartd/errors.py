@@ -15,6 +15,7 @@ CartdError                      base; status 500
 │       └── ChecksumMismatch    the bytes are not the ones ordered
 ├── CartGone                    the cart was deleted or evicted while a step worked on it
 ├── SourceChanged               the volume's copy of a file is no longer the one verified
+├── DownloadCut                 a download of a cart being made cannot go on (failed, deleted)
 ├── BatchBroken                 a batch of file steps raised after starting other files
 └── WriteReentered              a thread asked to write while already writing: a bug
 
@@ -109,6 +110,12 @@ class CartGone(CartdError):
 class SourceChanged(CartdError):
     """A staged file (or a bundle) is gone or no longer the one verified: a download
     reading it must stop rather than send a byte it cannot vouch for."""
+
+
+class DownloadCut(CartdError):
+    """A download that began while its cart was being made cannot go on: the cart failed
+    or was deleted, or a file was verified other than announced in the headers. The
+    stream stops rather than send a byte that is not the final one."""
 
 
 class BatchBroken(CartdError):

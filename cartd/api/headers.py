@@ -75,10 +75,33 @@ def requested_range(value: str | None, size: int) -> tuple[int, int] | None:
     return start, size if last == "" else _at_most(last, size - 1) + 1
 
 
-def validator_holds(if_range: str | None, etag: str, last_modified: str) -> bool:
+def validator_holds(if_range: str | None, etag: str, last_modified: str | None) -> bool:
     """Whether a range may be sent under `If-Range`: it names the current tag exactly, or
-    exactly the current date (RFC 9110 section 13.1.5); a weak tag never matches."""
+    exactly the current date when there is one (RFC 9110 section 13.1.5); a weak tag
+    never matches."""
     if if_range is None:
         return True
     value = if_range.strip()
-    return value in (etag, last_modified)
+    return value == etag or (last_modified is not None and value == last_modified)
+
+
+_SECONDS = re.compile(r"[0-9]+")
+
+
+def preferred_wait(values: list[str], ceiling: float) -> float | None:
+    """The seconds a client that sent these `Prefer` headers (RFC 7240) will wait for its
+    answer to begin, at most `ceiling`: `wait` alone means `ceiling`, `wait=N` means N.
+    None when it does not ask to wait. Other preferences, their parameters, and a `wait`
+    whose value is not a number of seconds are ignored, as the RFC asks."""
+    for value in values:
+        for preference in value.split(","):
+            token, _, _parameters = preference.partition(";")
+            name, equals, argument = token.partition("=")
+            if name.strip().lower() != "wait":
+                continue
+            argument = argument.strip().strip('"')
+            if not equals:
+                return ceiling
+            if _SECONDS.fullmatch(argument):
+                return float(_at_most(argument, int(ceiling)))
+    return None

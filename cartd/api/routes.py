@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator, Iterator
 from email.utils import format_datetime
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
@@ -14,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from cartd.api.headers import (
     content_disposition,
     header_text,
+    preferred_wait,
     requested_range,
     validator_holds,
 )
@@ -23,12 +28,14 @@ from cartd.errors import (
     CartFailed,
     CartNotFound,
     CartNotReady,
+    DownloadCut,
     PayloadTooLarge,
     RangeNotSatisfiable,
     SourceChanged,
 )
 from cartd.schemas import NAME_MAX_BYTES, NAME_PATTERN, UID_PATTERN
-from cartd.service.carts import CartService, Stream
+from cartd.service.carts import CartService, Download, LiveStream, Stream
+from cartd.service.live import SIZES_POLL, SIZES_WAIT, Pause
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -41,16 +48,23 @@ class _DownloadResponse(StreamingResponse):
     """Streams a download and closes it when the response ends however it ends (sent, the
     client gone, the server stopping), here rather than whenever the garbage collector
     gets to the abandoned stream. A file found changed under the stream cuts it: the
-    client sees a short body, never a wrong byte (the cart is already being repaired)."""
+    client sees a short body, never a wrong byte (the cart is already being repaired); so
+    does a cart that fails or goes while a download of it waits for its files."""
 
-    def __init__(self, stream: Stream, status_code: int, headers: dict[str, str]) -> None:
-        super().__init__(stream, status_code, headers, media_type="application/octet-stream")
+    def __init__(
+        self,
+        stream: Stream | LiveStream,
+        content: Iterator[bytes] | AsyncIterator[bytes],
+        status_code: int,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, status_code, headers, media_type="application/octet-stream")
         self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        except* SourceChanged as cut:
+        except* (SourceChanged, DownloadCut) as cut:
             log.warning("download of %s cut: %s", scope.get("path"), cut.exceptions[0])
         finally:
             self._stream.close()
@@ -121,8 +135,12 @@ _TAR_HEADERS = {
     "Content-Disposition": _header("attachment; filename=NAME (RFC 6266)"),
     "Content-Length": _header("bytes in this answer", pattern="^[0-9]+$"),
     "Accept-Ranges": _header("bytes", enum=["bytes"]),
-    "ETag": _header("the tar's tag: its contents and ready time"),
-    "Last-Modified": _header("when the cart became ready (HTTP date)"),
+    "ETag": _header("the tar's tag, from what its bytes are made of: the same before ready"),
+    "Last-Modified": _header("when the cart became ready (HTTP date); absent before"),
+    "Preference-Applied": _header(
+        "`wait` when the cart is still being made and its files are sent as verified",
+        enum=["wait"],
+    ),
 }
 _RANGE_HEADERS = {
     **_TAR_HEADERS,
@@ -220,13 +238,26 @@ def cart_files(uid: Uid, request: Request) -> CartView:
     return cart_view(cart, files)
 
 
+_PREFER = (
+    "`wait` (RFC 7240): for a cart still being made, answer at once (200, or 206 for a"
+    " `Range`) with the final `Content-Length` and `ETag` and send each file as soon as it"
+    " is verified, the very bytes of a download after ready; `Preference-Applied: wait`"
+    " says so. Until the archive has told every file's size, the answer waits for it,"
+    f" at most `wait=N` seconds or {SIZES_WAIT:.0f}, then is 202 as without the"
+    " preference. A file that fails, or the cart deleted, cuts the body short (fewer"
+    " bytes than `Content-Length`, never a wrong one): `HEAD` then says why. Other"
+    " preferences are ignored."
+)
+
+
 @router.get(
     "/{uid}",
     response_model=None,
     responses={
         200: {"description": "the whole tar", "content": _TAR, "headers": _TAR_HEADERS},
         202: {
-            "description": "The cart is not ready for download.",
+            "description": "The cart is not ready for download (without `Prefer: wait`,"
+            " or its sizes were not known in time).",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
         206: {
@@ -243,29 +274,38 @@ def cart_files(uid: Uid, request: Request) -> CartView:
         500: error("the cart failed; the message is its error"),
     },
 )
-def download_cart(
-    uid: Uid, request: Request, filename: DownloadName = ""
+async def download_cart(
+    uid: Uid,
+    request: Request,
+    filename: DownloadName = "",
+    prefer: Annotated[str, Header(description=_PREFER)] = "",
 ) -> Response | StreamingResponse:
     """The tar of a ready cart; 202 while it is being made; 500 with its error if it failed.
 
     A `Range` request for one byte range gets 206 and exactly those bytes (unless an
-    `If-Range` no longer holds), so a broken download can be resumed.
+    `If-Range` no longer holds), so a broken download can be resumed. With `Prefer: wait`,
+    a cart still being made is sent as its files are verified.
     """
+    carts = _carts(request)
+    # `prefer` is declared for the OpenAPI description; every Prefer header is read here.
+    wait = preferred_wait(request.headers.getlist("prefer"), SIZES_WAIT)
     try:
-        download = _carts(request).download(uid, filename)
+        download = await _download(carts, uid, filename, wait)
     except CartNotFound:
         return JSONResponse(error_body(404, GONE), status_code=404)
     except CartNotReady as exc:
         return PlainTextResponse(exc.message, status_code=202)
     except CartFailed as exc:
         return JSONResponse(error_body(500, exc.message), status_code=500)
-    last_modified = format_datetime(download.ready_at, usegmt=True)
+    ready_at = download.ready_at
+    last_modified = None if ready_at is None else format_datetime(ready_at, usegmt=True)
     headers = {
         "Content-Disposition": content_disposition(download.filename),
         "Accept-Ranges": "bytes",
         "ETag": download.etag,
-        "Last-Modified": last_modified,
     }
+    if last_modified is not None:
+        headers["Last-Modified"] = last_modified
     wanted = None
     if validator_holds(request.headers.get("if-range"), download.etag, last_modified):
         try:
@@ -281,7 +321,40 @@ def download_cart(
     headers["Content-Length"] = str(end - start)
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{download.size}"
-    return _DownloadResponse(_carts(request).stream(download, start, end), status, headers)
+    if download.live:
+        headers["Preference-Applied"] = "wait"
+        live = await run_in_threadpool(carts.live_stream, download, start, end)
+        return _DownloadResponse(live, _paced(live), status, headers)
+    stream = await run_in_threadpool(carts.stream, download, start, end)
+    return _DownloadResponse(stream, stream, status, headers)
+
+
+async def _download(carts: CartService, uid: str, filename: str, wait: float | None) -> Download:
+    """The cart's download; with a `wait` (seconds), that of a cart being made too, once
+    its sizes are known, looked for again with growing pauses for at most `wait`."""
+    if wait is None:
+        return await run_in_threadpool(carts.download, uid, filename)
+    deadline = time.monotonic() + wait
+    looks = 0
+    while True:
+        try:
+            return await run_in_threadpool(partial(carts.download, uid, filename, wait=True))
+        except CartNotReady:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            await asyncio.sleep(min(SIZES_POLL.delay(looks), remaining))
+            looks += 1
+
+
+async def _paced(stream: LiveStream) -> AsyncIterator[bytes]:
+    """The bytes of a download of a cart being made, each read in a thread; its pauses are
+    waited out here, holding no thread (the client leaving cancels the wait)."""
+    while (piece := await run_in_threadpool(stream.next_piece)) is not None:
+        if isinstance(piece, Pause):
+            await asyncio.sleep(piece.seconds)
+        else:
+            yield piece
 
 
 @router.delete(

@@ -323,6 +323,18 @@ class CartStore:
             )
             return [_file(row) for row in rows]
 
+    def files_from(self, cart_id: int, first_id: int, limit: int) -> list[CartFile]:
+        """At most `limit` files of the cart, in its order, from the file `first_id` on:
+        what a download of a cart being made asks while it waits for its next file."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(files)
+                .where(files.c.cart_id == cart_id, files.c.id >= first_id)
+                .order_by(files.c.id)
+                .limit(limit)
+            )
+            return [_file(row) for row in rows]
+
     def progress(self, cart_id: int) -> Progress:
         with self._reading() as connection:
             total, done, size_total, size_done = connection.execute(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from cartd.bundle import (
     LAYOUT_VERSION,
@@ -37,6 +39,7 @@ from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
 from cartd.service.leases import DownloadLeases, Lease
+from cartd.service.live import Announced, Pause, announce, live_pieces
 from cartd.status import CartStatus
 from cartd.storage import Volume
 from cartd.workers.base import Runner
@@ -44,6 +47,7 @@ from cartd.workers.base import Runner
 log = logging.getLogger(__name__)
 
 Chunks = Generator[bytes, None, None]
+Piece = TypeVar("Piece")
 
 
 @dataclass(frozen=True)
@@ -54,30 +58,26 @@ class CartState:
 
 @dataclass(frozen=True)
 class Download:
-    """A ready cart's tar: either a bundle file on the volume or a stream of staged files."""
+    """A cart's tar: a bundle file on the volume, a stream of staged files, or, for a cart
+    still being made, a stream of its files as they are verified (`live`)."""
 
     cart: Cart
     filename: str
     size: int
+    etag: str
     bundle_path: Path | None
     members: list[Member]
     chunk_size: int
+    #: For a cart still being made: its files as the headers announce them.
+    announced: list[Announced] = field(default_factory=list)
+    live: bool = False
 
     @property
-    def ready_at(self) -> datetime:
-        """When the cart became ready: what its bytes are named and tagged after."""
+    def ready_at(self) -> datetime | None:
+        """When the cart became ready (its `Last-Modified`); None while being made."""
+        if self.live:
+            return None
         return self.cart.ready_at or self.cart.updated_at
-
-    @property
-    def etag(self) -> str:
-        """A strong validator: the same cart, made ready at the same moment, under the same
-        top folder gives the same bytes; anything else gives another tag."""
-        top = self.cart.uid if self.bundle_path is not None else self.filename
-        identity = "\0".join(
-            [LAYOUT_VERSION, str(self.cart.id), self.cart.uid, self.ready_at.isoformat(), top]
-        )
-        digest = hashlib.sha256(f"{identity}\0{self.size}".encode()).hexdigest()
-        return f'"{digest[:32]}"'
 
     def chunks(self, start: int = 0, end: int | None = None) -> Chunks:
         """The tar's bytes from `start` up to `end` (default: to its end)."""
@@ -95,6 +95,30 @@ class Download:
         )
 
 
+def content_tag(cart: Cart, files: list[CartFile], top: str, size: int) -> str:
+    """A strong validator derived from what the tar's bytes are made of: the layout, the
+    top folder, the cart's creation (its folders' time), and each file's path, size,
+    modification time (whole seconds, as its header holds it) and ordered checksum (its
+    verified contents). All are known once the archive has told every file's size, so a
+    download that starts while the cart is being made gets the tag of the download after
+    ready; a cart made ready again from the same files keeps it, since its bytes are
+    the same."""
+    identity: list[object] = [
+        LAYOUT_VERSION,
+        cart.id,
+        cart.uid,
+        top,
+        int(cart.created_at.timestamp()),
+        size,
+    ]
+    identity += [
+        [file.path, file.size, int(file.mtime or 0.0), file.hashtype, file.hashsum]
+        for file in files
+    ]
+    digest = hashlib.sha256(json.dumps(identity).encode("ascii")).hexdigest()
+    return f'"{digest[:32]}"'
+
+
 def bundle_unchanged(stat: os.stat_result, cart: Cart) -> bool:
     """A bundle is written just before its cart becomes ready and never again: one of
     another size, or written since, is not the one made."""
@@ -102,25 +126,26 @@ def bundle_unchanged(stat: os.stat_result, cart: Cart) -> bool:
     return stat.st_size == cart.bundle_size and stat.st_mtime <= ready_at + MTIME_TOLERANCE
 
 
-class Stream:
-    """The bytes of one download, holding its cart's lease until it ends: read to the end,
+class _Leased(Generic[Piece]):
+    """A download's pieces, holding its cart's lease until they end: read to the end,
     closed, or collected. Ending does no database work, so it is safe wherever the garbage
     collector happens to finalise an abandoned download (see `cartd.service.leases`)."""
 
     def __init__(
-        self, chunks: Chunks, lease: Lease, metrics: Metrics, damaged: Callable[[], None]
+        self,
+        pieces: Generator[Piece, None, None],
+        lease: Lease,
+        metrics: Metrics,
+        damaged: Callable[[], None],
     ) -> None:
-        self._chunks = chunks
+        self._pieces = pieces
         self._lease = lease
         self._metrics = metrics
         self._damaged = damaged
 
-    def __iter__(self) -> Stream:
-        return self
-
-    def __next__(self) -> bytes:
+    def _take(self) -> Piece:
         try:
-            chunk = next(self._chunks)
+            piece = next(self._pieces)
         except SourceChanged:
             self.close()
             self._damaged()  # while reading, never from a finaliser: it may write
@@ -128,19 +153,41 @@ class Stream:
         except BaseException:
             self.close()
             raise
-        self._metrics.bytes_served(len(chunk))
+        if isinstance(piece, bytes):
+            self._metrics.bytes_served(len(piece))
         self._lease.touch()
-        return chunk
+        return piece
 
     def close(self) -> None:
         """End the lease and release the open file; idempotent."""
         self._lease.end()
         # ValueError: being read in another thread right now; it ends there.
         with contextlib.suppress(ValueError):
-            self._chunks.close()
+            self._pieces.close()
 
     def __del__(self) -> None:
         self.close()
+
+
+class Stream(_Leased[bytes]):
+    """The bytes of one download of a ready cart."""
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        return self._take()
+
+
+class LiveStream(_Leased[bytes | Pause]):
+    """The bytes of one download of a cart being made, with the pauses it waits out."""
+
+    def next_piece(self) -> bytes | Pause | None:
+        """The next bytes, or a pause to wait out before asking again; None at the end."""
+        try:
+            return self._take()
+        except StopIteration:
+            return None
 
 
 def default_download_name(moment: datetime | None = None) -> str:
@@ -185,30 +232,52 @@ class CartService:
         cart = self._latest(uid)
         return cart, self.store.files_of(cart.id)
 
-    def download(self, uid: str, filename: str | None) -> Download:
+    def download(self, uid: str, filename: str | None, *, wait: bool = False) -> Download:
+        """A ready cart's download; with `wait`, also one of a cart still being made whose
+        files' sizes are all known and whose space is held (else `CartNotReady`)."""
         cart = self._latest(uid)
         if cart.status is CartStatus.ERROR:
             raise CartFailed(cart.error or "the cart failed")
-        if cart.status is not CartStatus.READY:
+        if cart.status is not CartStatus.READY and not (wait and cart.reserved_bytes is not None):
+            # Space is held once every size is known: until then, not even a live download.
             raise CartNotReady("The cart is not ready for download.")
-        # Named after the moment the cart became ready, not the request's: every GET of
-        # the cart then sends the same bytes, so a broken download can be resumed.
-        ready_at = cart.ready_at or cart.updated_at
-        name = validate_download_name(filename, default_download_name(ready_at))
+        # Named after the moment the cart was ordered, not the request's: every GET of
+        # the cart, from while it is being made on, sends the same bytes, so a broken
+        # download can be resumed.
+        name = validate_download_name(filename, default_download_name(cart.created_at))
         try:
             top = top_folder(name)
         except UnsafeName as exc:
             raise InvalidRequest(f"invalid filename: {exc}") from None
         files = self.store.files_of(cart.id)
+        if cart.bundle:
+            top = cart.uid  # the bundle's, written once for every name
+        if cart.status is not CartStatus.READY:
+            return self._live(cart, files, name, top)
         if self._repair(cart, files):
             if self.store.latest_cart(uid) is None:
                 raise CartNotFound(f"No cart with uid {uid} found")  # deleted meanwhile
             raise CartNotReady("The cart is not ready for download.")
         if cart.bundle:
             path = self.volume.bundle_path(cart.id)
-            return Download(cart, name, cart.bundle_size or 0, path, [], self.chunk_size)
+            size = cart.bundle_size or 0
+            tag = content_tag(cart, files, top, size)
+            return Download(cart, name, size, tag, path, [], self.chunk_size)
         members = cart_members(cart, files, self.volume, top=top)
-        return Download(cart, name, tar_size(members), None, members, self.chunk_size)
+        size = tar_size(members)
+        tag = content_tag(cart, files, top, size)
+        return Download(cart, name, size, tag, None, members, self.chunk_size)
+
+    def _live(self, cart: Cart, files: list[CartFile], name: str, top: str) -> Download:
+        """The download of a cart being made: the tar it will be once ready (for a bundled
+        cart, its bundle's bytes), read from its files as they are verified."""
+        if cart.reserved_bytes is None or any(file.size is None for file in files):
+            raise CartNotReady("The cart is not ready for download.")
+        members = cart_members(cart, files, self.volume, top=top)
+        size = tar_size(members)
+        tag = content_tag(cart, files, top, size)
+        announced = announce(members, files)
+        return Download(cart, name, size, tag, None, members, self.chunk_size, announced, True)
 
     def _repair(self, cart: Cart, files: list[CartFile] | None = None) -> bool:
         """Check a ready cart's copy on the volume; send what is no longer the verified
@@ -264,11 +333,30 @@ class CartService:
         """The download's bytes from `start` to `end`, its cart leased against eviction
         from now until the stream ends. The lease ends with the last download of the cart
         in this process; the download counts as the cart's last use."""
+        assert not download.live, "a cart being made is read by live_stream"
         cart_id = download.cart.id
         lease = self.leases.begin(cart_id)
         return Stream(
             download.chunks(start, end), lease, self.metrics, lambda: self._damaged(cart_id)
         )
+
+    def live_stream(self, download: Download, start: int = 0, end: int | None = None) -> LiveStream:
+        """As `stream`, for a cart being made: each file's bytes once it is verified, and
+        pauses meanwhile (see `cartd.service.live`). The lease, renewed at every look,
+        keeps the cart from eviction once it is ready and the stream not yet done."""
+        assert download.live
+        cart_id = download.cart.id
+        lease = self.leases.begin(cart_id)
+        pieces = live_pieces(
+            self.store,
+            cart_id,
+            download.members,
+            download.announced,
+            self.chunk_size,
+            start,
+            download.size if end is None else end,
+        )
+        return LiveStream(pieces, lease, self.metrics, lambda: self._damaged(cart_id))
 
     def close(self) -> None:
         """End this process's download leases."""

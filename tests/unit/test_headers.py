@@ -10,6 +10,7 @@ import pytest
 from cartd.api.headers import (
     content_disposition,
     header_text,
+    preferred_wait,
     requested_range,
     validator_holds,
 )
@@ -130,6 +131,39 @@ def test_if_range_holds_only_for_the_current_tag_or_date() -> None:
     assert not validator_holds('"old"', tag, date)
     assert not validator_holds('W/"abc"', tag, date)
     assert not validator_holds("Sun, 22 Nov 2026 09:00:00 GMT", tag, date)
+
+
+def test_if_range_without_a_date_holds_only_for_the_tag() -> None:
+    """A download of a cart being made has no `Last-Modified` yet."""
+    assert validator_holds('"abc"', '"abc"', None)
+    assert not validator_holds("", '"abc"', None)
+    assert not validator_holds("Sun, 22 Nov 2026 09:00:00 GMT", '"abc"', None)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], None),
+        (["respond-async"], None),
+        (["wait"], 30.0),
+        (["WAIT"], 30.0),
+        (["wait=5"], 5.0),
+        (['wait="7"'], 7.0),
+        (["wait=0"], 0.0),
+        (["wait=3600"], 30.0),
+        (["wait=" + "9" * 5000], 30.0),
+        (["respond-async, wait=10"], 10.0),
+        (["respond-async", "wait; x=y"], 30.0),
+        (["handling=lenient ,  wait = 4 ;q"], 4.0),
+        (["wait=soon"], None),
+        (["wait="], None),
+        (["waiting"], None),
+    ],
+)
+def test_prefer_wait_is_read_as_rfc_7240_writes_it(
+    values: list[str], expected: float | None
+) -> None:
+    assert preferred_wait(values, 30.0) == expected
 
 
 HUGE = "9" * 5000  # int() refuses strings of more than 4,300 digits

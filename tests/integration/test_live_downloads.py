@@ -1,0 +1,224 @@
+"""Downloads of a cart still being made (`Prefer: wait`), over real HTTP against a real
+cartd process and the fault-injecting archive holding files on tape: the answer comes at
+once with the final length and tag, each file's bytes come once it is verified, the
+whole is the download after ready byte for byte, and a failure cuts it short, never
+sending a wrong byte."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import FileEntry, ServerFactory, entry, new_id
+from tests.support.cartd_server import CartdServer, wait_for_cart
+from tests.support.cluster import cluster
+from tests.support.fault_archive import FaultArchive, Faults
+
+pytestmark = pytest.mark.archive
+
+WAIT = {"Prefer": "wait"}
+MTIME = 1_700_000_000.0
+
+
+def on_tape(
+    archive: FaultArchive, seconds: list[float], size: int = 200_000, *, corrupt: bool = False
+) -> tuple[list[FileEntry], dict[str, bytes]]:
+    """Files that leave the archive's tape `seconds` after they are asked for, one each;
+    with `corrupt`, the last one's bytes are never those ordered."""
+    fileids, contents = [], {}
+    for index, delay in enumerate(seconds):
+        file_id, data = new_id("live"), os.urandom(size)
+        bad = corrupt and index == len(seconds) - 1
+        archive.add(
+            file_id, data, mtime=MTIME, faults=Faults(tape_seconds=delay, corrupt_always=bad)
+        )
+        path = f"d{index}/f{index}.bin"
+        fileids.append(entry(file_id, data, path))
+        contents[path] = data
+    return fileids, contents
+
+
+def post(server: CartdServer, fileids: list[FileEntry], **extra: object) -> str:
+    uid = new_id("cart")
+    answer = httpx.post(f"{server.url}/{uid}", json={"fileids": fileids, **extra})
+    assert answer.status_code == 201, answer.text
+    return uid
+
+
+def drain(chunks: Iterator[bytes], into: bytearray) -> None:
+    """Keep every byte that comes, up to where the stream breaks off."""
+    for chunk in chunks:
+        into += chunk
+
+
+def tar_files(data: bytes) -> dict[str, bytes]:
+    """The files of a (possibly cut) tar below its top folder, as far as it reads whole."""
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        try:
+            for info in tar:
+                handle = tar.extractfile(info) if info.isfile() else None
+                if handle is not None:
+                    found[info.name.split("/", 1)[1]] = handle.read()
+        except tarfile.ReadError:
+            pass
+    return found
+
+
+def file_end(data: bytes, path: str) -> int:
+    """Where the content of the member at `path` ends in a whole tar."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for info in tar.getmembers():
+            if info.name.split("/", 1)[-1] == path:
+                return info.offset_data + info.size
+    raise AssertionError(path)
+
+
+@pytest.mark.parametrize("bundle", [False, True])
+def test_a_download_while_staging_is_the_download_after_ready_sent_as_files_leave_tape(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory, bundle: bool
+) -> None:
+    server = cartd_factory(fault_archive.url)
+    fileids, contents = on_tape(fault_archive, [0.2, 0.8, 1.6])
+    uid = post(server, fileids, bundle=bundle)
+    arrivals: list[tuple[float, int]] = []
+    received = bytearray()
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("GET", f"/{uid}", params={"filename": "x.tar"}, headers=WAIT) as live,
+    ):
+        assert live.status_code == 200, live.read()
+        assert live.headers["Preference-Applied"] == "wait"
+        assert "Last-Modified" not in live.headers, "not ready: no ready time yet"
+        assert client.head(f"/{uid}").headers["X-Pacifica-Status"] == "staging"
+        for chunk in live.iter_raw():
+            received += chunk
+            arrivals.append((time.monotonic(), len(received)))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}", params={"filename": "x.tar"})
+    assert after.status_code == 200
+    assert "Preference-Applied" not in after.headers
+    assert len(received) == int(live.headers["Content-Length"]) == len(after.content)
+    assert bytes(received) == after.content, "the same bytes as after ready"
+    assert live.headers["ETag"] == after.headers["ETag"]
+    assert tar_files(after.content) == contents
+    assert after.content[:512].startswith(uid.encode() if bundle else b"x")
+
+    # The first file's bytes came before the archive let the last one go.
+    last_id = fileids[-1]["id"]
+    pulls = fault_archive.requests
+    last_pulled = max(when for when, method, i in pulls if method == "GET" and i == last_id)
+    first_done = file_end(after.content, "d0/f0.bin")
+    first_came = min(when for when, length in arrivals if length >= first_done)
+    assert first_came < last_pulled
+
+
+@pytest.mark.redis
+def test_files_verified_by_a_worker_process_are_streamed_by_the_api(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    """Distributed mode: the stream learns from the database what another process did."""
+    fileids, contents = on_tape(fault_archive, [0.2, 1.0])
+    with (
+        cluster(tmp_path, fault_archive.url, "redis", "sqlite") as running,
+        httpx.Client(base_url=running.server.url, timeout=30) as client,
+    ):
+        uid = post(running.server, fileids)
+        live = client.get(f"/{uid}", headers=WAIT)
+        assert live.status_code == 200
+        assert live.headers["Preference-Applied"] == "wait"
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}")
+    assert live.content == after.content
+    assert live.headers["ETag"] == after.headers["ETag"]
+    assert tar_files(after.content) == contents
+
+
+def test_a_file_that_fails_cuts_the_stream_and_the_cart_says_why(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url)
+    fileids, contents = on_tape(fault_archive, [0.1, 1.0], corrupt=True)
+    uid = post(server, fileids)
+    received = bytearray()
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("GET", f"/{uid}", headers=WAIT) as live,
+    ):
+        assert live.status_code == 200
+        chunks = live.iter_raw()
+        with pytest.raises(httpx.RemoteProtocolError):
+            drain(chunks, received)
+        assert len(received) < int(live.headers["Content-Length"])
+        head = client.head(f"/{uid}")
+    assert head.status_code == 500
+    assert head.headers["X-Pacifica-Status"] == "error"
+    assert fileids[1]["id"] in head.headers["X-Pacifica-Message"]
+    assert "checksum" in head.headers["X-Pacifica-Message"]
+    # What came is the first file whole, and not a byte of the second's member.
+    assert tar_files(bytes(received)) == {"d0/f0.bin": contents["d0/f0.bin"]}
+
+
+def test_a_cut_download_resumes_with_a_range_while_the_cart_is_still_made(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url)
+    fileids, _contents = on_tape(fault_archive, [0.1, 1.2])
+    uid = post(server, fileids)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        head = bytearray()
+        with client.stream("GET", f"/{uid}", headers=WAIT) as live:
+            assert live.status_code == 200
+            for chunk in live.iter_raw():
+                head += chunk
+                if len(head) > 100_000:
+                    break  # the client goes: the connection is dropped mid-body
+            tag, length = live.headers["ETag"], int(live.headers["Content-Length"])
+        assert client.head(f"/{uid}").headers["X-Pacifica-Status"] == "staging"
+        rest = client.get(
+            f"/{uid}",
+            headers={**WAIT, "Range": f"bytes={len(head)}-", "If-Range": tag},
+        )
+        assert rest.status_code == 206
+        assert rest.headers["Preference-Applied"] == "wait"
+        assert rest.headers["Content-Range"] == f"bytes {len(head)}-{length - 1}/{length}"
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}")
+    assert after.headers["ETag"] == tag
+    assert bytes(head) + rest.content == after.content
+
+
+def test_without_the_preference_a_cart_being_made_is_still_202(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url)
+    fileids, _ = on_tape(fault_archive, [30.0], size=1000)
+    uid = post(server, fileids)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for headers in ({}, {"Prefer": "respond-async"}):
+            answer = client.get(f"/{uid}", headers=headers)
+            assert answer.status_code == 202
+            assert answer.text == "The cart is not ready for download."
+            assert "Preference-Applied" not in answer.headers
+        client.delete(f"/{uid}")
+
+
+def test_a_cart_whose_sizes_are_not_known_in_time_is_202_after_the_wait_asked_for(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url)
+    file_id, data = new_id("slow"), b"slow to say its size\n"
+    fault_archive.add(file_id, data, faults=Faults(head_seconds=2.0))
+    uid = post(server, [entry(file_id, data, "s.txt")])
+    began = time.monotonic()
+    answer = httpx.get(f"{server.url}/{uid}", headers={"Prefer": "wait=1"}, timeout=30)
+    assert answer.status_code == 202
+    assert 0.9 < time.monotonic() - began < 4

@@ -1,0 +1,163 @@
+"""The download of a cart being made, as a plain generator over a real database: the
+bytes of the tar after ready, each file's once it is verified as announced, pauses
+meanwhile, and a cut (never a wrong byte) when the cart fails or a file is otherwise."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cartd.bundle import Member, iter_tar, member_starts, tar_size
+from cartd.db.store import CartStore
+from cartd.errors import DownloadCut
+from cartd.records import Cart, CartFile
+from cartd.schemas import FileOrder
+from cartd.service.layout import cart_members
+from cartd.service.live import Announced, Pause, Pieces, announce, live_pieces
+from cartd.status import CartStatus
+from cartd.storage import Volume
+
+MTIME = 1_600_000_000.0
+CONTENTS = {"a/1.bin": os.urandom(3000), "a/b/2.bin": b"", "3.bin": os.urandom(70_000)}
+
+
+@dataclass
+class Being:
+    """A cart being made: every size known, no file verified yet."""
+
+    store: CartStore
+    volume: Volume
+    cart: Cart
+    files: list[CartFile]
+    members: list[Member]
+    announced: list[Announced]
+
+    def verify(self, index: int, size: int | None = None, mtime: float = MTIME) -> None:
+        """Put file `index` in place and record it verified (at `size`, `mtime`)."""
+        file = self.files[index]
+        path = self.volume.file_path(self.cart.id, file.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(CONTENTS[file.path])
+        os.utime(path, (mtime, mtime))
+        moved = self.store.record_verified([(file.id, size or len(CONTENTS[file.path]), mtime)])
+        assert moved == {file.id}
+
+    def pieces(self, start: int = 0, end: int | None = None) -> Pieces:
+        size = tar_size(self.members)
+        return live_pieces(
+            self.store,
+            self.cart.id,
+            self.members,
+            self.announced,
+            1024,
+            start,
+            size if end is None else end,
+        )
+
+
+@pytest.fixture
+def being(store: CartStore, tmp_path: Path) -> Being:
+    orders = [FileOrder(f"id{n}", path, "md5", "0" * 32) for n, path in enumerate(CONTENTS)]
+    cart, file_ids = store.create_cart("live", False, orders)
+    sizes = zip(file_ids, CONTENTS.values(), strict=True)
+    store.record_sizes([(file_id, len(data), MTIME, True) for file_id, data in sizes])
+    files = store.files_of(cart.id)
+    volume = Volume(tmp_path / "volume")
+    members = cart_members(cart, files, volume, top="data")
+    return Being(store, volume, cart, files, members, announce(members, files))
+
+
+def take(pieces: Pieces) -> tuple[bytes, bool]:
+    """The bytes that come before the next pause (or the end), and whether it paused."""
+    got = bytearray()
+    for piece in pieces:
+        if isinstance(piece, Pause):
+            assert 0 < piece.seconds <= 2
+            return bytes(got), True
+        got += piece
+    return bytes(got), False
+
+
+def test_each_file_is_sent_once_verified_and_the_whole_is_the_tar_after_ready(
+    being: Being,
+) -> None:
+    pieces = being.pieces()
+    before, paused = take(pieces)
+    assert paused
+    # Folders first: fixed bytes; the first file's header waits for the file.
+    assert before
+    assert len(before) == being.announced[0].start
+    assert take(pieces) == (b"", True), "nothing new: a pause again"
+    being.verify(0)
+    first, paused = take(pieces)
+    assert paused
+    assert len(before + first) == being.announced[1].start
+    being.verify(2)  # out of order: the second still holds it up
+    assert take(pieces) == (b"", True)
+    being.verify(1)
+    rest, paused = take(pieces)
+    assert not paused
+    whole = before + first + rest
+    assert whole == b"".join(iter_tar(being.members, 1024))
+
+
+def test_a_range_waits_only_for_the_files_it_covers(being: Being) -> None:
+    third = being.announced[2]
+    being.verify(2)
+    got, paused = take(being.pieces(third.start + 10, third.end))
+    assert not paused, "the first two files are not needed"
+    being.verify(0)
+    being.verify(1)
+    assert got == b"".join(iter_tar(being.members, 1024))[third.start + 10 : third.end]
+
+
+def test_a_cart_that_fails_cuts_the_stream_with_its_error(being: Being) -> None:
+    pieces = being.pieces()
+    take(pieces)
+    being.store.move_cart(being.cart.id, CartStatus.ERROR, error="file id1: checksum mismatch")
+    with pytest.raises(DownloadCut, match="checksum mismatch"):
+        take(pieces)
+
+
+def test_a_deleted_cart_cuts_the_stream(being: Being) -> None:
+    pieces = being.pieces()
+    take(pieces)
+    being.store.delete_uid("live")
+    with pytest.raises(DownloadCut, match="deleted"):
+        take(pieces)
+
+
+@pytest.mark.parametrize("other", [{"size": 2999}, {"mtime": MTIME + 5}])
+def test_a_file_verified_other_than_announced_cuts_before_its_header(
+    being: Being, other: dict[str, float]
+) -> None:
+    pieces = being.pieces()
+    before, _ = take(pieces)
+    being.verify(0, **other)
+    with pytest.raises(DownloadCut, match="not as the download announced"):
+        take(pieces)
+    assert len(before) == being.announced[0].start, "not a byte of its header was sent"
+
+
+def test_pauses_grow_while_nothing_changes(being: Being) -> None:
+    pieces = being.pieces()
+    take(pieces)
+    seconds = [piece.seconds for piece in itertools.islice(pieces, 8) if isinstance(piece, Pause)]
+    assert len(seconds) == 8
+    assert seconds == sorted(seconds)
+    assert seconds[-1] == 2.0 > seconds[0]
+
+
+def test_member_starts_place_each_member_end_to_end(being: Being) -> None:
+    starts = member_starts(being.members)
+    assert starts[0] == 0
+    assert [b - a for a, b in itertools.pairwise(starts)] == [
+        member.length for member in being.members[:-1]
+    ]
+    assert [file.start for file in being.announced] == [
+        start for start, member in zip(starts, being.members, strict=True) if member.source
+    ]
