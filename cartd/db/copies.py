@@ -9,9 +9,11 @@ so the volume keeps them once, hard-linked into each cart's folder
 
 Which row recalls the file is a fact of the database, so it holds across processes and
 workers: the *lead* is the open row (waiting or staging) of an active cart with the
-lowest id. Every other open row waits for a verified copy to link, and the step that
-records a copy verified makes the rows waiting on it due at once (`wake`). When the
-lead's cart fails or is deleted, the next lowest takes over at its next step.
+lowest id, a row that asked the archive to stage the file (staging) before any other:
+a file on tape keeps its lead, even against a row of lower id made open again later.
+Every other open row waits for a verified copy to link, and the step that records a
+copy verified makes the rows waiting on it due at once (`wake`). When the lead's cart
+fails or is deleted, the next takes over at its next step.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ class Copies:
     """What one file's step learns of the other rows naming the same archive file."""
 
     donors: list[Donor] = field(default_factory=list)
-    #: The lead, when it is another row (one of lower id, open, in an active cart): the
-    #: file waits for it rather than recall the file a second time.
+    #: The lead, when it is another row (open, in an active cart, staging or of lower id):
+    #: the file waits for it rather than recall the file a second time.
     lead: int | None = None
 
 
@@ -83,6 +85,7 @@ class CopyStore:
         statement = (
             select(
                 mine.c.id.label("for_id"),
+                mine.c.status.label("for_status"),
                 files.c.id,
                 files.c.cart_id,
                 files.c.status,
@@ -99,26 +102,26 @@ class CopyStore:
             .order_by(mine.c.id, files.c.id)
         )
         donors: dict[int, list[Donor]] = {}
-        leads: dict[int, int] = {}
+        # Each file's open copies, itself included: (staging first, then by id, the id).
+        rivals: dict[int, list[tuple[bool, int]]] = {}
         with self.engine.connect() as connection:
             for row in connection.execute(statement):
                 for_id = int(row.for_id)
+                if for_id not in rivals:
+                    rivals[for_id] = [(row.for_status != FileStatus.STAGING.value, for_id)]
                 if row.status == FileStatus.STAGED.value:
                     if row.size is not None and row.mtime is not None:
                         donors.setdefault(for_id, []).append(
                             Donor(int(row.id), int(row.cart_id), int(row.size), float(row.mtime))
                         )
-                elif (
-                    row.status in _OPEN
-                    and row.cart_status in _ACTIVE
-                    and row.id < for_id
-                    and for_id not in leads
-                ):
-                    leads[for_id] = int(row.id)
-        return {
-            file_id: Copies(donors.get(file_id, []), leads.get(file_id))
-            for file_id in donors.keys() | leads.keys()
-        }
+                elif row.status in _OPEN and row.cart_status in _ACTIVE:
+                    rivals[for_id].append((row.status != FileStatus.STAGING.value, int(row.id)))
+        found = {}
+        for file_id, open_copies in rivals.items():
+            lead = min(open_copies)[1]
+            if file_id in donors or lead != file_id:
+                found[file_id] = Copies(donors.get(file_id, []), None if lead == file_id else lead)
+        return found
 
     def wake(self, verified: Sequence[int]) -> list[int]:
         """The open rows of active carts that name the same archive files as `verified`

@@ -10,10 +10,11 @@ other rows naming its file:
   file's place: a link made under a partial name and moved into place, as a pull's
   partial is, and recorded verified with the pulled files of its batch (one folder sync,
   one commit). No archive request, no new bytes on the volume;
-- else, when another row is the lead (the open row of lowest id in an active cart), the
-  file **waits** for it: its step ends with a short delay, growing as a tape poll's does
-  but capped at `WAIT_MAX`, and the step that records the lead verified makes it due at
-  once (`wake`), so it links a moment later;
+- else, when another row is the lead (the open row of an active cart with the lowest
+  id, one that asked the archive to stage the file first), the file **waits** for it:
+  its step ends with a short delay, growing as a tape poll's does but capped at
+  `WAIT_MAX`, and the step that records the lead verified makes it due at once
+  (`wake`), so it links a moment later;
 - else the file is the lead and its step recalls the file from the archive as before.
 
 The bytes of a hard link stay until the last cart naming them lets go, so deleting or
@@ -23,7 +24,8 @@ needs; the space ledger counts each archive file once (`cartd.db.space`).
 The lead is a fact of the shared database, so two carts on two workers recall a file
 once. One race is left, and is rare: a lower row made open again (`fixit` on a failed
 cart, or a ready cart whose copy was damaged) while a higher row is pulling the same
-file recalls it a second time; each copy is then verified and kept, and the volume holds
+file from the archive's disk recalls it a second time (a row that asked for the file
+from tape keeps its lead); each copy is then verified and kept, and the volume holds
 those bytes twice while the ledger counts them once. A filesystem without hard links
 makes every file its own lead's bytes: a failed link is logged and the file is pulled.
 """

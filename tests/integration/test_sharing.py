@@ -160,6 +160,20 @@ def test_two_files_of_one_cart_naming_one_archive_file_pull_it_once(
         assert metric(client, "cartd_volume_reserved_bytes") == 30 * KB
 
 
+def test_two_carts_naming_a_file_on_tape_ask_for_it_to_be_staged_once(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url)
+    on_tape = {"t.bin": stored(fault_archive, 10 * KB, Faults(tape_seconds=1.0))}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        uids = [make(client, on_tape) for _ in range(2)]
+        for uid in uids:
+            assert_serves(client, uid, on_tape)
+    file_id = on_tape["t.bin"][0]
+    assert fault_archive.count("POST", file_id) == 1
+    assert fault_archive.count("GET", file_id) == 1
+
+
 def test_a_file_ordered_with_another_checksum_is_not_shared(
     fault_archive: FaultArchive, cartd_factory: ServerFactory
 ) -> None:

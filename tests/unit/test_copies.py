@@ -70,6 +70,16 @@ def test_the_lowest_open_row_leads_and_a_verified_copy_is_a_donor(store: CartSto
     assert copies.lookup([b_x, b_y]) == {}, "a deleted cart's rows are nobody's copies"
 
 
+def test_a_file_asked_to_be_staged_keeps_the_lead_against_a_lower_row(store: CartStore) -> None:
+    copies = CopyStore(store.engine)
+    _, (a_x,) = cart(store, "a", ("x", SUM_X, 10))  # say, failed once and made open again
+    _, (b_x,) = cart(store, "b", ("x", SUM_X, 10))
+    store.move_file(b_x, FileStatus.STAGING)  # the lead meanwhile: on tape
+    found = copies.lookup([a_x, b_x])
+    assert found[a_x].lead == b_x
+    assert b_x not in found
+
+
 def test_a_failed_cart_leads_no_more(store: CartStore) -> None:
     copies = CopyStore(store.engine)
     a, _ = cart(store, "a", ("x", SUM_X, 10))
