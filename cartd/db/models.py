@@ -55,6 +55,9 @@ class FileRow(Base):
         # batch of steps: one index lookup, whatever the size of the cart.
         Index("ix_cart_files_cart_status", "cart_id", "status"),
         Index("ix_cart_files_cart_size", "cart_id", "size"),
+        # The other rows naming the same archive file with the same checksum, which share
+        # one recall and one copy on the volume (`cartd.db.copies`).
+        Index("ix_cart_files_hashsum", "hashsum"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

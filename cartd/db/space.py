@@ -8,6 +8,7 @@ carts arriving together can never both count the same free bytes as theirs.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
@@ -15,6 +16,7 @@ from typing import cast
 from sqlalchemy import Connection, Engine, Table, and_, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
+from cartd.db.copies import HOLDING, duplicate_bytes, freed_by, overlap
 from cartd.db.engine import Writer
 from cartd.db.models import VolumeLockRow
 from cartd.db.store import carts, files, now
@@ -52,6 +54,9 @@ class Usage:
 
 
 def _usage(connection: Connection) -> Usage:
+    """What the live carts use and hold, each archive file counted once: carts that name
+    the same file with the same checksum share one copy (`cartd.db.copies`), whichever
+    of them verified it and whichever are left."""
     staged = connection.scalar(
         select(func.coalesce(func.sum(files.c.size), 0))
         .join(carts, carts.c.id == files.c.cart_id)
@@ -63,7 +68,11 @@ def _usage(connection: Connection) -> Usage:
     reserved = connection.scalar(
         select(func.coalesce(func.sum(carts.c.reserved_bytes), 0)).where(_LIVE)
     )
-    return Usage(int(staged or 0) + int(bundles or 0), int(reserved or 0))
+    used = int(staged or 0) - duplicate_bytes(
+        connection, and_(_LIVE, files.c.status == FileStatus.STAGED.value)
+    )
+    shared = duplicate_bytes(connection, HOLDING)
+    return Usage(used + int(bundles or 0), int(reserved or 0) - shared)
 
 
 class SpaceLedger:
@@ -105,7 +114,9 @@ class SpaceLedger:
             evicted: list[int] = []
             frees = 0
             while True:
-                plan = self._plan(connection, need, free_bytes, limit, evict, spare_seconds)
+                plan = self._plan(
+                    connection, cart_id, need, free_bytes, limit, evict, spare_seconds
+                )
                 won = [cart for cart in plan.evict if self._evict(connection, cart, spare_seconds)]
                 evicted += won
                 frees += sum(plan.holds[cart] for cart in won)
@@ -122,27 +133,42 @@ class SpaceLedger:
     @staticmethod
     def _plan(
         connection: Connection,
+        cart_id: int,
         need: int,
         free_bytes: int,
         limit: int | None,
         evict: bool,
         spare_seconds: float,
     ) -> _Planned:
+        """Plan the reservation of `need` bytes for the cart. Bytes it shares with the carts
+        holding space (the same archive files) are already counted, so it asks only for the
+        rest; an evictable cart offers only the bytes no other live cart (nor this one) still
+        names, computed in order of least recent use as if those before it were evicted."""
         usage = _usage(connection)
         capacity = usage.used + free_bytes
         if limit is not None:
             capacity = min(capacity, limit)
-        rows = connection.execute(
-            select(carts.c.id, func.coalesce(carts.c.reserved_bytes, 0))
+        rows = connection.scalars(
+            select(carts.c.id)
             .where(_evictable(spare_seconds))
             .order_by(carts.c.last_used_at, carts.c.id)
         ).all()
-        holds = {int(row[0]): int(row[1]) for row in rows}
+        holds: dict[int, int] = {}
+
+        def candidates() -> Iterator[Candidate]:
+            # `plan_space` takes, in order, every candidate that frees something.
+            taken: list[int] = []
+            for candidate in rows:
+                holds[candidate] = freed_by(connection, candidate, keeping=cart_id, evicted=taken)
+                yield Candidate(candidate, holds[candidate])
+                if holds[candidate] > 0:
+                    taken.append(candidate)
+
         plan = plan_space(
-            need,
+            need - overlap(connection, cart_id),
             capacity=capacity,
             reserved=usage.reserved,
-            candidates=(Candidate(cart, size) for cart, size in holds.items()),
+            candidates=candidates(),
             evict=evict,
         )
         return _Planned(plan.granted, plan.evict, plan.too_big, holds)

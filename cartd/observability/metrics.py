@@ -131,6 +131,11 @@ class Metrics:
         self._bytes_pulled = Counter(
             "cartd_bytes_pulled", "Bytes of staged files pulled from the archive.", registry=reg
         )
+        self._files_shared = Counter(
+            "cartd_files_shared",
+            "Files verified by linking a copy another cart holds, without an archive request.",
+            registry=reg,
+        )
         self._bytes_served = Counter(
             "cartd_bytes_served", "Bytes of cart bundles sent to clients.", registry=reg
         )
@@ -180,6 +185,9 @@ class Metrics:
     def file_staged(self, size: int) -> None:
         self._files_staged.inc()
         self._bytes_pulled.inc(size)
+
+    def file_shared(self) -> None:
+        self._files_shared.inc()
 
     def bytes_served(self, size: int) -> None:
         self._bytes_served.inc(size)

@@ -4,7 +4,10 @@ A file's step asks the archive where the file is (`HEAD`); one already on disk
 is pulled at once, one on tape is asked to be staged (`POST`) and then asked
 about again with a growing delay until it is on disk. Skipping the stage
 request for a file on disk saves a third of the archive's work for the common
-case, against an archive that serves one request at a time.
+case, against an archive that serves one request at a time. Before any of that, a
+file that another cart (or another file of its cart) names with the same checksum is
+linked from that cart's verified copy, or waits for the one file that recalls it
+(`cartd.service.sharing`): one stage and one pull serve every cart.
 
 One call of `advance` takes a few files one step further each and says when
 each wants to be called again, so a runner never sleeps in a worker: a file on
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from cartd.archive.base import Abort, Archive, ArchiveFile
 from cartd.bundle import iter_tar, tar_size
+from cartd.db.copies import NONE, Copies, CopyStore
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.durable import DurableFile
@@ -45,6 +49,7 @@ from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
+from cartd.service.sharing import WAIT_MAX, Sharing
 from cartd.service.watch import CLAIM_SECONDS, CartWatch, HeldFiles
 from cartd.space_plan import NO_SPACE
 from cartd.status import CartStatus, FileStatus
@@ -86,6 +91,7 @@ class _InPlace:
     size: int
     mtime: float
     folder: Path
+    shared: bool = False  # a copy another cart holds, linked: nothing was pulled
 
 
 class _Verified:
@@ -100,10 +106,19 @@ class _Verified:
         self._bytes = 0
         self._since = 0.0
 
-    def add(self, cart: Cart, file: CartFile, size: int, mtime: float, folder: Path) -> None:
+    def add(
+        self,
+        cart: Cart,
+        file: CartFile,
+        size: int,
+        mtime: float,
+        folder: Path,
+        *,
+        shared: bool = False,
+    ) -> None:
         if not self._items:
             self._since = time.monotonic()
-        self._items.append(_InPlace(cart, file, size, mtime, folder))
+        self._items.append(_InPlace(cart, file, size, mtime, folder, shared))
         self._bytes += size
 
     def due(self, upcoming: int) -> bool:
@@ -134,6 +149,11 @@ class _Batch:
     watching: ExitStack = field(default_factory=ExitStack)
     watch: CartWatch | None = None
     aborts: dict[int, Abort] = field(default_factory=dict)
+    #: The other rows naming each file's archive file (`cartd.service.sharing`), looked up
+    #: for the whole batch at its first step, and again after a group is recorded.
+    copies: dict[int, Copies] | None = None
+    #: Files of this batch that waited for a copy recorded verified since: step them again.
+    woken: set[int] = field(default_factory=set)
 
     def abort(self, cart_id: int) -> Abort:
         if cart_id not in self.aborts:
@@ -153,6 +173,14 @@ def _log(cart: Cart, file: CartFile | None = None) -> logging.LoggerAdapter[logg
     return for_cart(log, cart.uid, file=file.archive_id)
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What a file's step does instead of recalling the file: linked a copy or parked
+    (`delay` None), or waits `delay` seconds for another file's copy."""
+
+    delay: float | None = None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -170,6 +198,7 @@ class Pipeline:
         self.archive = archive
         self.policy = policy
         self.watch = CartWatch(store, claim_seconds=policy.claim_seconds)
+        self.sharing = Sharing(CopyStore(store.engine), volume)
 
     def start(self) -> None:
         """Start watching for carts deleted while their steps run."""
@@ -219,6 +248,11 @@ class Pipeline:
                     self._record(batch)
                 delays.append(self._advance(file, cart, batch))
             self._record(batch)
+        if batch.woken:  # waited for a copy that is verified now: link it at once
+            delays = [
+                0.0 if delay is not None and file_id in batch.woken else delay
+                for file_id, delay in zip(file_ids, delays, strict=True)
+            ]
         return Advanced(delays, batch.start)
 
     def _size_together(
@@ -295,6 +329,9 @@ class Pipeline:
         if self._verified_before_crash(cart, file):
             self._finish_if_complete(cart.id)
             return None
+        shared = self._share(cart, file, batch, abort)
+        if shared is not None:
+            return shared.delay
         info = self._where_is(file, batch, abort)
         if not info.on_disk:
             if file.status is FileStatus.WAITING:
@@ -324,6 +361,61 @@ class Pipeline:
                 return None  # parked until the cart's space is held
         self._pull(cart, file, info, batch.verified, abort)
         return None
+
+    def _share(self, cart: Cart, file: CartFile, batch: _Batch, abort: Abort) -> _Shared | None:
+        """One recall for many carts (`cartd.service.sharing`): link a verified copy that
+        another cart holds, or wait for the file that recalls it; None when this file is
+        the one to recall it. A copy is linked only once the cart's space is held, so that
+        the space ledger always counts the bytes it links."""
+        if batch.copies is None:
+            batch.copies = self.sharing.lookup(batch.claimed.ids if batch.claimed else [file.id])
+        copies = batch.copies.get(file.id, NONE)
+        if copies.donors:
+            if cart.reserved_bytes is None and not self._reserve_once(cart, batch):
+                if file.on_disk is True:
+                    return _Shared()  # parked: started when its cart's space is held
+                return _Shared(self._wait_for_copy(cart, file, batch, abort, copies))
+            linked = self.sharing.link(cart.id, file.id, copies.donors)
+            if linked is not None:
+                batch.verified.add(
+                    cart, file, linked.size, linked.mtime, linked.folder, shared=True
+                )
+                return _Shared()
+            # The copies went away (deleted, or found changed): only the lead matters now.
+            copies = Copies(lead=self.sharing.copies_of(file.id).lead)
+        if copies.lead is None:
+            return None
+        return _Shared(self._wait_for_copy(cart, file, batch, abort, copies))
+
+    def _wait_for_copy(
+        self, cart: Cart, file: CartFile, batch: _Batch, abort: Abort, copies: Copies
+    ) -> float:
+        """Put the file off while another file recalls the same archive file (or while
+        its cart's space is not held yet): a delay growing as a tape poll's, at most
+        `WAIT_MAX`; the step that verifies the copy wakes the file sooner."""
+        size, mtime, on_disk = file.size, file.mtime, file.on_disk
+        if size is None:  # its size is still wanted for the cart's reservation
+            info = self._where_is(file, batch, abort)
+            size, mtime, on_disk = info.size, info.mtime, info.on_disk
+        delay = min(self.policy.poll.delay(file.polls), WAIT_MAX)
+        self.store.move_file(
+            file.id,
+            expect=_OPEN,
+            size=size,
+            mtime=mtime,
+            on_disk=on_disk,
+            polls=file.polls + 1,
+            next_attempt_at=time.time() + delay,
+        )
+        if cart.reserved_bytes is None:
+            self._reserve_once(cart, batch)  # its size is known: it may complete the picture
+        if copies.lead is not None:
+            _log(cart, file).info(
+                "file step %d recalls the same archive file; asking again in %.1fs",
+                copies.lead,
+                delay,
+            )
+        return delay
 
     def _reserve_once(self, cart: Cart, batch: _Batch) -> bool:
         """`_reserve`, tried once per cart and batch (the sizes it waits for do not change
@@ -467,12 +559,19 @@ class Pipeline:
         )
         if batch.claimed is not None:
             batch.claimed.settled(moved)
+        self._wake_copies(batch, moved)
         recorded: set[int] = set()
         for item in group:
             if item.file.id in moved:
                 recorded.add(item.cart.id)
-                _log(item.cart, item.file).info("verified %d bytes", item.size)
-                self.metrics.file_staged(item.size)
+                if item.shared:
+                    _log(item.cart, item.file).info(
+                        "verified %d bytes: a copy another cart holds", item.size
+                    )
+                    self.metrics.file_shared()
+                else:
+                    _log(item.cart, item.file).info("verified %d bytes", item.size)
+                    self.metrics.file_staged(item.size)
         for cart_id in {item.cart.id for item in group} - recorded:
             # Deleted or failed meanwhile: keep nothing a deleted cart left.
             current = self.store.get_cart(cart_id)
@@ -482,6 +581,24 @@ class Pipeline:
             # Counted after our commit, never inside it: two groups committing together
             # would each still see the other's files pending, and neither would finish.
             self._finish_if_complete(cart_id)
+
+    def _wake_copies(self, batch: _Batch, moved: set[int]) -> None:
+        """Files waiting for a copy of those just recorded are due now: those of other
+        batches start, those of this one step again when it ends; and the batch looks
+        afresh at the copies of its files still to step."""
+        if not moved:
+            return
+        batch.copies = None
+        try:
+            woken = self.sharing.wake(sorted(moved))
+        except Exception:  # they wake by their own delay instead
+            log.warning("could not wake the files waiting for a copy", exc_info=True)
+            return
+        for file_id in woken:
+            if batch.claimed is not None and file_id in batch.claimed:
+                batch.woken.add(file_id)
+            else:
+                batch.start.append(file_id)
 
     def _verified_before_crash(self, cart: Cart, file: CartFile) -> bool:
         """A file moved into place whose row was not yet updated when the process died."""

@@ -56,12 +56,14 @@ def test_counters_render_their_values() -> None:
     metrics = Metrics(fixed())
     metrics.file_staged(10)
     metrics.file_staged(5)
+    metrics.file_shared()
     metrics.bytes_served(7)
     metrics.bytes_served(1)
     metrics.evicted(2, 300)
     found = samples(metrics)
     assert value(found, "cartd_files_staged_total") == 2
     assert value(found, "cartd_bytes_pulled_total") == 15
+    assert value(found, "cartd_files_shared_total") == 1, "linked, not pulled"
     assert value(found, "cartd_bytes_served_total") == 8
     assert value(found, "cartd_carts_evicted_total") == 2
     assert value(found, "cartd_bytes_evicted_total") == 300
@@ -72,6 +74,7 @@ def test_fresh_counters_render_zero() -> None:
     for name in (
         "cartd_files_staged_total",
         "cartd_bytes_pulled_total",
+        "cartd_files_shared_total",
         "cartd_bytes_served_total",
         "cartd_carts_evicted_total",
         "cartd_bytes_evicted_total",

@@ -1,0 +1,239 @@
+"""Rows that name the same archive file: the queries behind one recall for many carts.
+
+Two rows of `cart_files` are copies of one another when they name the same archive file
+with the same checksum: the same (archive id, hash type, hash sum), the sum non-empty
+(sums are stored lower case, as orders are parsed). Their verified bytes are the same,
+so the volume keeps them once, hard-linked into each cart's folder
+(`cartd.service.sharing`), and the space ledger counts them once (`duplicate_bytes`,
+`overlap`, `freed_by`, used by `cartd.db.space`).
+
+Which row recalls the file is a fact of the database, so it holds across processes and
+workers: the *lead* is the open row (waiting or staging) of an active cart with the
+lowest id, a row that asked the archive to stage the file (staging) before any other:
+a file on tape keeps its lead, even against a row of lower id made open again later.
+Every other open row waits for a verified copy to link, and the step that records a
+copy verified makes the rows waiting on it due at once (`wake`). When the lead's cart
+fails or is deleted, the next takes over at its next step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy.sql import ColumnElement, FromClause
+
+from cartd.db.engine import Writer
+from cartd.db.store import carts, files, now
+from cartd.status import CartStatus, FileStatus
+
+_OPEN = [FileStatus.WAITING.value, FileStatus.STAGING.value]
+_ACTIVE = [status.value for status in CartStatus if status.is_active]
+#: Not deleted: a cart whose files are (or may be) on the volume.
+LIVE = carts.c.status != CartStatus.DELETED.value
+#: A live cart that holds space on the volume.
+HOLDING = and_(LIVE, carts.c.reserved_bytes.is_not(None))
+
+
+def _same_file(one: FromClause, other: FromClause) -> ColumnElement[bool]:
+    """`other` names the archive file `one` names, with the same checksum."""
+    return and_(
+        other.c.hashsum == one.c.hashsum,
+        other.c.archive_id == one.c.archive_id,
+        other.c.hashtype == one.c.hashtype,
+        one.c.hashsum != "",
+    )
+
+
+@dataclass(frozen=True)
+class Donor:
+    """A verified copy in a live cart: its bytes are at the volume's path for
+    (cart id, file id), with this size and modification time unless changed since."""
+
+    file_id: int
+    cart_id: int
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Copies:
+    """What one file's step learns of the other rows naming the same archive file."""
+
+    donors: list[Donor] = field(default_factory=list)
+    #: The lead, when it is another row (open, in an active cart, staging or of lower id):
+    #: the file waits for it rather than recall the file a second time.
+    lead: int | None = None
+
+
+NONE = Copies()
+
+
+class CopyStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = Writer(engine)
+
+    def lookup(self, file_ids: Collection[int]) -> dict[int, Copies]:
+        """The copies of each of the files, in one query (an index lookup per file); files
+        that have none are left out."""
+        if not file_ids:
+            return {}
+        mine = files.alias("mine")
+        statement = (
+            select(
+                mine.c.id.label("for_id"),
+                mine.c.status.label("for_status"),
+                files.c.id,
+                files.c.cart_id,
+                files.c.status,
+                files.c.size,
+                files.c.mtime,
+                carts.c.status.label("cart_status"),
+            )
+            .select_from(
+                mine.join(files, and_(_same_file(mine, files), files.c.id != mine.c.id)).join(
+                    carts, carts.c.id == files.c.cart_id
+                )
+            )
+            .where(mine.c.id.in_(list(file_ids)), LIVE)
+            .order_by(mine.c.id, files.c.id)
+        )
+        donors: dict[int, list[Donor]] = {}
+        # Each file's open copies, itself included: (staging first, then by id, the id).
+        rivals: dict[int, list[tuple[bool, int]]] = {}
+        with self.engine.connect() as connection:
+            for row in connection.execute(statement):
+                for_id = int(row.for_id)
+                if for_id not in rivals:
+                    rivals[for_id] = [(row.for_status != FileStatus.STAGING.value, for_id)]
+                if row.status == FileStatus.STAGED.value:
+                    if row.size is not None and row.mtime is not None:
+                        donors.setdefault(for_id, []).append(
+                            Donor(int(row.id), int(row.cart_id), int(row.size), float(row.mtime))
+                        )
+                elif row.status in _OPEN and row.cart_status in _ACTIVE:
+                    rivals[for_id].append((row.status != FileStatus.STAGING.value, int(row.id)))
+        found = {}
+        for file_id, open_copies in rivals.items():
+            lead = min(open_copies)[1]
+            if file_id in donors or lead != file_id:
+                found[file_id] = Copies(donors.get(file_id, []), None if lead == file_id else lead)
+        return found
+
+    def wake(self, verified: Sequence[int]) -> list[int]:
+        """The open rows of active carts that name the same archive files as `verified`
+        (just recorded verified), made due now: they were waiting for a copy to link."""
+        if not verified:
+            return []
+        mine = files.alias("mine")
+        waiting = (
+            select(files.c.id)
+            .select_from(
+                mine.join(files, and_(_same_file(mine, files), files.c.id != mine.c.id)).join(
+                    carts, carts.c.id == files.c.cart_id
+                )
+            )
+            .where(
+                mine.c.id.in_(list(verified)),
+                files.c.status.in_(_OPEN),
+                carts.c.status.in_(_ACTIVE),
+            )
+        )
+        with self.engine.connect() as connection:
+            found = sorted({int(file_id) for file_id in connection.scalars(waiting)})
+        if not found:
+            return []
+        with self._writer.begin() as connection:
+            connection.execute(
+                files.update()
+                .where(files.c.id.in_(found), files.c.status.in_(_OPEN))
+                .values(next_attempt_at=time.time(), updated_at=now())
+            )
+        return found
+
+
+# -- counting shared bytes once (the space ledger's queries) ------------------------------
+
+
+def duplicate_bytes(connection: Connection, held: ColumnElement[bool]) -> int:
+    """Bytes that a sum over rows counts more than once: for each archive file named by
+    several of the rows `held` selects (a condition on `cart_files` joined with
+    `carts`), its size times the rows beyond the first."""
+    per_file = (
+        select(func.count(files.c.id).label("copies"), func.max(files.c.size).label("size"))
+        .select_from(files.join(carts, carts.c.id == files.c.cart_id))
+        .where(held, files.c.size.is_not(None), files.c.hashsum != "")
+        .group_by(files.c.archive_id, files.c.hashtype, files.c.hashsum)
+        .having(func.count(files.c.id) > 1)
+        .subquery()
+    )
+    total = connection.scalar(
+        select(func.coalesce(func.sum(per_file.c.size * (per_file.c.copies - 1)), 0))
+    )
+    return int(total or 0)
+
+
+def _alone(
+    connection: Connection, cart_id: int, elsewhere: Callable[[FromClause], ColumnElement[bool]]
+) -> tuple[int, int]:
+    """The bytes of the cart's sized rows, and of the distinct archive files among them
+    that no row of another cart selected by `elsewhere` (a condition on that cart's row,
+    given its table) names."""
+    other = files.alias("other")
+    owner = carts.alias("owner")
+    named_elsewhere = (
+        select(other.c.id)
+        .select_from(other.join(owner, owner.c.id == other.c.cart_id))
+        .where(_same_file(files, other), other.c.cart_id != cart_id, elsewhere(owner))
+        .exists()
+    )
+    mine = and_(files.c.cart_id == cart_id, files.c.size.is_not(None))
+    rows = connection.scalar(select(func.coalesce(func.sum(files.c.size), 0)).where(mine))
+    per_file = (
+        select(func.max(files.c.size).label("size"))
+        .where(mine, ~named_elsewhere)
+        .group_by(files.c.archive_id, files.c.hashtype, files.c.hashsum)
+        .subquery()
+    )
+    alone = connection.scalar(select(func.coalesce(func.sum(per_file.c.size), 0)))
+    return int(rows or 0), int(alone or 0)
+
+
+def overlap(connection: Connection, cart_id: int) -> int:
+    """Bytes of a cart's files that it needs no new room for: those the live carts holding
+    space already count, and those it names twice. A reservation for the cart adds its
+    size less this to what the volume holds."""
+    rows, alone = _alone(
+        connection,
+        cart_id,
+        lambda owner: and_(owner.c.status != CartStatus.DELETED.value, _holding(owner)),
+    )
+    return rows - alone
+
+
+def freed_by(
+    connection: Connection, cart_id: int, *, keeping: int, evicted: Collection[int]
+) -> int:
+    """Bytes that evicting the cart frees, on top of evicting the carts `evicted`: its
+    reservation less the bytes of its files that another live cart holding space (or the
+    cart `keeping`, whose reservation is being made) still names. A cart whose files are
+    all in other carts frees nothing but its bundle."""
+    held = connection.scalar(select(carts.c.reserved_bytes).where(carts.c.id == cart_id))
+    gone = list(evicted)
+
+    def elsewhere(owner: FromClause) -> ColumnElement[bool]:
+        return and_(
+            owner.c.status != CartStatus.DELETED.value,
+            owner.c.id.not_in(gone),
+            _holding(owner) | (owner.c.id == keeping),
+        )
+
+    rows, alone = _alone(connection, cart_id, elsewhere)
+    return max(0, int(held or 0) - rows + alone)
+
+
+def _holding(owner: FromClause) -> ColumnElement[bool]:
+    return owner.c.reserved_bytes.is_not(None)
