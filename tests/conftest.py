@@ -119,20 +119,17 @@ def run_cartd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 @pytest.fixture(
     scope="module",
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mysql", marks=pytest.mark.mysql),
-        *CELLS,
-    ],
+    params=["sqlite", *CELLS],
 )
 def ai_server(
     request: pytest.FixtureRequest,
     archive_interface: ArchiveInterface,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[CartdServer]:
-    """One cartd against the real archive interface for a whole module: embedded on each
-    database, and distributed (an API process with a `cartd worker`) on each broker."""
+    """One cartd against the real archive interface for a whole module: embedded (on
+    SQLite), and distributed (an API process and a `cartd worker`) on each broker, which
+    puts the API on PostgreSQL and on MariaDB. The embedded runner on those two servers
+    is tested end to end by test_databases.py and test_processes.py."""
     workdir = tmp_path_factory.mktemp("cartd")
     if isinstance(request.param, tuple):
         from tests.support.cluster import cluster  # imports this module: import it late
@@ -142,12 +139,8 @@ def ai_server(
             yield running.server
         return
     env = {"ARCHIVE_INTERFACE_URL": archive_interface.url, "VOLUME_PATH": str(workdir / "vol")}
-    with contextlib.ExitStack() as stack:
-        if request.param != "sqlite":
-            env["PEEWEE_URL"] = stack.enter_context(scratch_database(request.param))
-            synced = run_cartd("dbsync", env={"HOME": str(workdir), **env})
-            assert synced.returncode == 0, synced.stderr
-        yield stack.enter_context(CartdServer(workdir, env))
+    with CartdServer(workdir, env) as server:
+        yield server
 
 
 @pytest.fixture
