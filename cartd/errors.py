@@ -15,7 +15,6 @@ CartdError                      base; status 500
 │       └── ChecksumMismatch    the bytes are not the ones ordered
 ├── CartGone                    the cart was deleted or evicted while a step worked on it
 ├── SourceChanged               the volume's copy of a file is no longer the one verified
-├── BatchBroken                 a batch of file steps raised after starting other files
 └── WriteReentered              a thread asked to write while already writing: a bug
 
 Messages of errors that end up on a cart are shown to clients: they never carry a
@@ -109,17 +108,6 @@ class CartGone(CartdError):
 class SourceChanged(CartdError):
     """A staged file (or a bundle) is gone or no longer the one verified: a download
     reading it must stop rather than send a byte it cannot vouch for."""
-
-
-class BatchBroken(CartdError):
-    """A batch of file steps raised midway (most likely the database went away) after it
-    had freed other files to start: the files parked until their cart's space was held,
-    which only the step that held it starts. The runner starts them all the same, or
-    they would wait for a sweep's grace."""
-
-    def __init__(self, message: str, start: list[int]) -> None:
-        super().__init__(message)
-        self.start = start
 
 
 class WriteReentered(CartdError):
