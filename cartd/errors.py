@@ -16,7 +16,6 @@ CartdError                      base; status 500
 ├── CartGone                    the cart was deleted or evicted while a step worked on it
 ├── SourceChanged               the volume's copy of a file is no longer the one verified
 ├── DownloadCut                 a download of a cart being made cannot go on (failed, deleted)
-├── BatchBroken                 a batch of file steps raised after starting other files
 └── WriteReentered              a thread asked to write while already writing: a bug
 
 Messages of errors that end up on a cart are shown to clients: they never carry a
@@ -116,17 +115,6 @@ class DownloadCut(CartdError):
     """A download that began while its cart was being made cannot go on: the cart failed
     or was deleted, or a file was verified other than announced in the headers. The
     stream stops rather than send a byte that is not the final one."""
-
-
-class BatchBroken(CartdError):
-    """A batch of file steps raised midway (most likely the database went away) after it
-    had freed other files to start: the files parked until their cart's space was held,
-    which only the step that held it starts. The runner starts them all the same, or
-    they would wait for a sweep's grace."""
-
-    def __init__(self, message: str, start: list[int]) -> None:
-        super().__init__(message)
-        self.start = start
 
 
 class WriteReentered(CartdError):

@@ -32,13 +32,17 @@ def plan_space(
     reserved: int,
     candidates: Iterable[Candidate],
     evict: bool,
+    held: int = 0,
 ) -> Plan:
-    """Grant `need` bytes out of `capacity` of which `reserved` are held, evicting if allowed.
+    """Grant `need` more bytes to a cart that already holds `held` (a reservation grows as
+    the cart's files are sized), out of `capacity` of which `reserved` are held in all
+    (`held` included), evicting if allowed.
 
+    A cart whose whole reservation would pass `capacity` is too big: nothing can make room.
     Eviction takes whole carts in the given order and only as many as needed; when even
     all of them would not make room, nothing is evicted.
     """
-    if need > capacity:
+    if held + need > capacity:
         return Plan(granted=False, too_big=True)
     available = capacity - reserved
     if need <= available:

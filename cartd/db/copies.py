@@ -19,7 +19,7 @@ fails or is deleted, the next takes over at its next step.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, and_, func, select
@@ -202,16 +202,44 @@ def _alone(
     return int(rows or 0), int(alone or 0)
 
 
-def overlap(connection: Connection, cart_id: int) -> int:
-    """Bytes of a cart's files that it needs no new room for: those the live carts holding
-    space already count, and those it names twice. A reservation for the cart adds its
-    size less this to what the volume holds."""
-    rows, alone = _alone(
-        connection,
-        cart_id,
-        lambda owner: and_(owner.c.status != CartStatus.DELETED.value, _holding(owner)),
-    )
-    return rows - alone
+def already_counted(connection: Connection, new: Mapping[int, int]) -> int:
+    """Bytes of files about to be sized (file id -> size) that need no new room on the
+    volume: the same archive file with the same checksum is already sized in a live cart
+    holding space (the files' own cart included), or comes earlier among `new`."""
+    if not new:
+        return 0
+    keys = {
+        int(row.id): (row.archive_id, row.hashtype, row.hashsum)
+        for row in connection.execute(
+            select(files.c.id, files.c.archive_id, files.c.hashtype, files.c.hashsum).where(
+                files.c.id.in_(list(new)), files.c.hashsum != ""
+            )
+        )
+    }
+    if not keys:
+        return 0
+    counted = {
+        (row.archive_id, row.hashtype, row.hashsum)
+        for row in connection.execute(
+            select(files.c.archive_id, files.c.hashtype, files.c.hashsum)
+            .join(carts, carts.c.id == files.c.cart_id)
+            .where(
+                files.c.hashsum.in_({key[2] for key in keys.values()}),
+                files.c.size.is_not(None),
+                files.c.id.not_in(list(new)),
+                HOLDING,
+            )
+        )
+    }
+    shared = 0
+    for ident, size in new.items():
+        key = keys.get(ident)
+        if key is None:
+            continue
+        if key in counted:
+            shared += size
+        counted.add(key)
+    return shared
 
 
 def freed_by(

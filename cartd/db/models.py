@@ -34,7 +34,8 @@ class CartRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     bundle_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    #: Bytes of the volume this cart holds for itself; NULL until granted.
+    #: Bytes of the volume this cart holds for itself, grown as its files are sized (see
+    #: `SpaceLedger.grow`); NULL before its first growth and once it ended for want of space.
     reserved_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: Unix time until which a download is under way; such a cart is never evicted.
     #: (Unix times are DOUBLE: MySQL's FLOAT is single precision, 128 s apart today.)

@@ -129,9 +129,9 @@ _PROGRESS = select(
     func.coalesce(func.sum(_SIZE), 0),
     func.coalesce(func.sum(case((_STAGED, _SIZE), else_=0)), 0),
 ).where(files.c.cart_id == bindparam("cart_id"))
-# Whether a cart still has a file to verify, or to size: one row found through the
-# (cart_id, status) and (cart_id, size) indexes, not a count of every file of the cart,
-# which a cart of 100,000 files would pay at every batch.
+# Whether a cart still has a file to verify: one row found through the (cart_id, status)
+# index, not a count of every file of the cart, which a cart of 100,000 files would pay
+# at every batch. (The ledger asks whether one is left to size the same way.)
 _PENDING = (
     select(files.c.id)
     .where(
@@ -140,11 +140,6 @@ _PENDING = (
             [status.value for status in FileStatus if status is not FileStatus.STAGED]
         ),
     )
-    .limit(1)
-)
-_UNSIZED = (
-    select(files.c.id)
-    .where(files.c.cart_id == bindparam("cart_id"), files.c.size.is_(None))
     .limit(1)
 )
 
@@ -398,48 +393,6 @@ class CartStore:
                 if self._move_file(connection, file_id, FileStatus.STAGED, None, fields):
                     moved.add(file_id)
         return moved
-
-    def record_sizes(self, found: Sequence[tuple[int, int, float, bool]]) -> None:
-        """What the archive said of many files at once: (file id, size, mtime, on disk)."""
-        if not found:
-            return
-        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
-        with self._writing() as connection:
-            connection.execute(
-                files.update()
-                .where(
-                    files.c.id == bindparam("file_id"),
-                    or_(*(files.c.status == status for status in open_files)),
-                )
-                .values(
-                    size=bindparam("size"),
-                    mtime=bindparam("mtime"),
-                    on_disk=bindparam("on_disk"),
-                    updated_at=now(),
-                ),
-                [
-                    {"file_id": file_id, "size": size, "mtime": mtime, "on_disk": on_disk}
-                    for file_id, size, mtime, on_disk in found
-                ],
-            )
-
-    def all_sized(self, cart_id: int) -> bool:
-        """The archive has told us the size of every file of the cart."""
-        with self._reading() as connection:
-            return connection.scalar(_UNSIZED, {"cart_id": cart_id}) is None
-
-    def parked_for_space(self, cart_id: int) -> list[int]:
-        """Files on disk at the archive that wait for their cart's reservation."""
-        with self._reading() as connection:
-            return list(
-                connection.scalars(
-                    select(files.c.id).where(
-                        files.c.cart_id == cart_id,
-                        files.c.status.in_([FileStatus.WAITING.value, FileStatus.STAGING.value]),
-                        files.c.on_disk.is_(True),
-                    )
-                )
-            )
 
     def redrive(self, cart_id: int) -> int | None:
         """Put every file of the cart not yet verified back to be driven now, in one
@@ -807,12 +760,11 @@ class CartStore:
 
         A live step renews its claims every third of their length, so a lapsed claim
         means its step died (its worker killed mid-pull). The message of that step,
-        delivered again while the claim still held, was dropped; and the step may have
-        held its cart's space and so been the one to start the files parked until then,
-        which it never sent. So every open file of that cart that no live step holds is
-        sent at once, not after `grace` (a file whose message is still on its way is
-        sent twice: the claims make the second find it taken or done). The lapsed claims
-        are cleared then, so the next sweep treats those files as any other.
+        delivered again while the claim still held, was dropped. So every open file of
+        that cart that no live step holds is sent at once, not after `grace` (a file
+        whose message is still on its way is sent twice: the claims make the second find
+        it taken or done). The lapsed claims are cleared then, so the next sweep treats
+        those files as any other.
         """
         wall = time.time()
         stamp = now()

@@ -32,12 +32,11 @@ from pathlib import Path
 from cartd.archive.base import Abort, Archive, ArchiveFile
 from cartd.bundle import iter_tar, tar_size
 from cartd.db.copies import NONE, Copies, CopyStore
-from cartd.db.space import SpaceLedger
+from cartd.db.space import Sized, SpaceLedger
 from cartd.db.store import CartStore
 from cartd.durable import DurableFile
 from cartd.errors import (
     ArchiveError,
-    BatchBroken,
     CartGone,
     ChecksumMismatch,
     PermanentArchiveError,
@@ -81,7 +80,8 @@ class Advanced:
     """What a runner does after `advance`."""
 
     delays: list[float | None]  # per file given: seconds until its next step, or None
-    start: list[int]  # other files to step now (parked until their cart's space was had)
+    #: Files of other steps to start now: they waited for a copy this step verified.
+    start: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,9 @@ class _Batch:
     """What the steps of one `advance` call share."""
 
     verified: _Verified = field(default_factory=_Verified)
-    start: list[int] = field(default_factory=list)  # other files that may start now
     #: What the archive said of each file sized together at the start of the batch, or
     #: the fault it answered with (raised again by the file's own step).
     known: dict[int, ArchiveFile | ArchiveError] = field(default_factory=dict)
-    #: Carts whose reservation this batch already tried: True once held.
-    reserved: dict[int, bool] = field(default_factory=dict)
     claimed: HeldFiles | None = None
     #: The batch's work on each cart, watched from its first archive request to the end of
     #: the batch: once the cart is deleted, every later request of the batch for it stops.
@@ -154,6 +151,8 @@ class _Batch:
     copies: dict[int, Copies] | None = None
     #: Files of this batch that waited for a copy recorded verified since: step them again.
     woken: set[int] = field(default_factory=set)
+    #: Files of other batches that waited for such a copy: the runner starts them now.
+    start: list[int] = field(default_factory=list)
 
     def abort(self, cart_id: int) -> Abort:
         if cart_id not in self.aborts:
@@ -210,21 +209,15 @@ class Pipeline:
     # -- the file step -------------------------------------------------------------------
 
     def advance(self, file_ids: Sequence[int]) -> Advanced:
-        """Take each file one step further; say when each wants its next step, and which
-        other files may start now.
+        """Take each file one step further; say when each wants its next step.
 
-        Files pulled here are recorded verified in groups (one folder sync and one
-        commit for many files): for small files those cost more than the pull itself.
+        Files of the batch not sized yet are sized together first and their bytes added
+        to their cart's reservation (`_size_together`), then pulled in the same call:
+        a cart starts pulling as soon as its first batch is sized. Files pulled here are
+        recorded verified in groups (one folder sync and one commit for many files): for
+        small files those cost more than the pull itself.
         """
         batch = _Batch(watch=self.watch)
-        try:
-            return self._advance_batch(file_ids, batch)
-        except Exception as exc:
-            if not batch.start:
-                raise
-            raise BatchBroken(f"{type(exc).__name__}: {exc}", batch.start) from exc
-
-    def _advance_batch(self, file_ids: Sequence[int], batch: _Batch) -> Advanced:
         delays: list[float | None] = []
         with self.watch.claiming_files(file_ids) as claimed, batch.watching:
             batch.claimed = claimed
@@ -258,16 +251,20 @@ class Pipeline:
     def _size_together(
         self, steps: list[tuple[CartFile, Cart]], batch: _Batch
     ) -> dict[int, tuple[CartFile, Cart]]:
-        """Ask the archive about the files of the batch whose carts wait for their sizes,
-        all at once, and write what it said in one transaction: a cart's sizing is shared
-        by every worker, a batch at a time. Returns the steps with what was learnt."""
-        found: list[tuple[int, int, float, bool]] = []
+        """Ask the archive about the files of the batch that have no size yet, all at once,
+        and grow each cart's reservation by what it said, in one transaction per cart
+        (`_hold`): a cart's sizing is shared by every worker, a batch at a time, and each
+        batch pulls the files it sized. Returns the steps with what was learnt: a cart
+        that could not hold its files' bytes is returned in error, and its files' steps
+        do nothing."""
+        found: dict[int, list[Sized]] = {}
         updated = {}
+        carts: dict[int, Cart] = {}
         for file, cart in steps:
             updated[file.id] = (file, cart)
+            carts.setdefault(cart.id, cart)
             if not (
                 cart.status.is_active
-                and cart.reserved_bytes is None
                 and file.status in _OPEN
                 and file.size is None
                 and file.hashsum
@@ -282,10 +279,17 @@ class Pipeline:
             except CartGone:
                 continue  # the file's own step finds the cart gone
             batch.known[file.id] = info
-            found.append((file.id, info.size, info.mtime, info.on_disk))
-            file = replace(file, size=info.size, mtime=info.mtime, on_disk=info.on_disk)
-            updated[file.id] = (file, cart)
-        self.store.record_sizes(found)
+            found.setdefault(cart.id, []).append((file.id, info.size, info.mtime, info.on_disk))
+        for cart_id, sized in found.items():
+            cart = self._hold(carts[cart_id], sized)
+            counted = {ident: (size, mtime, on_disk) for ident, size, mtime, on_disk in sized}
+            for file_id, (file, of) in list(updated.items()):
+                if of.id != cart_id:
+                    continue
+                if file_id in counted:
+                    size, mtime, on_disk = counted[file_id]
+                    file = replace(file, size=size, mtime=mtime, on_disk=on_disk)
+                updated[file_id] = (file, cart)
         return updated
 
     def _advance(self, file: CartFile, cart: Cart, batch: _Batch) -> float | None:
@@ -316,6 +320,7 @@ class Pipeline:
             self._fail(cart, file, exc.message)
         except OSError as exc:
             if self._cart_gone(cart.id):
+                self._left_behind(cart.id)
                 return None
             return self._retry_later(cart, file, f"volume error: {_reason(exc)}")
         except Exception as exc:
@@ -329,10 +334,17 @@ class Pipeline:
         if self._verified_before_crash(cart, file):
             self._finish_if_complete(cart.id)
             return None
-        shared = self._share(cart, file, batch, abort)
+        info = self._where_is(file, batch, abort)
+        if file.size is None or cart.reserved_bytes is None:
+            # Not counted in its cart's reservation yet: its sizing with the batch failed
+            # and this retry asked afresh, or the cart was sized by an earlier version.
+            sized = [(file.id, info.size, info.mtime, info.on_disk)] if file.size is None else []
+            cart = self._hold(cart, sized)
+            if not cart.status.is_active:
+                return None
+        shared = self._share(cart, file, batch)
         if shared is not None:
             return shared.delay
-        info = self._where_is(file, batch, abort)
         if not info.on_disk:
             if file.status is FileStatus.WAITING:
                 self.archive.stage(file.archive_id, abort)
@@ -348,33 +360,20 @@ class Pipeline:
                 attempts=0,
                 next_attempt_at=time.time() + delay,
             )
-            if cart.reserved_bytes is None:
-                self._reserve_once(cart, batch)  # its size is known: it may complete the picture
             _log(cart, file).info("on tape; asking again in %.1fs", delay)
             return delay
-        if cart.reserved_bytes is None:
-            if file.on_disk is not True:
-                self.store.move_file(
-                    file.id, expect=_OPEN, size=info.size, mtime=info.mtime, on_disk=True
-                )
-            if not self._reserve_once(cart, batch):
-                return None  # parked until the cart's space is held
         self._pull(cart, file, info, batch.verified, abort)
         return None
 
-    def _share(self, cart: Cart, file: CartFile, batch: _Batch, abort: Abort) -> _Shared | None:
+    def _share(self, cart: Cart, file: CartFile, batch: _Batch) -> _Shared | None:
         """One recall for many carts (`cartd.service.sharing`): link a verified copy that
         another cart holds, or wait for the file that recalls it; None when this file is
-        the one to recall it. A copy is linked only once the cart's space is held, so that
-        the space ledger always counts the bytes it links."""
+        the one to recall it. Called once the file is counted in its cart's reservation,
+        so that the space ledger always counts the bytes it links."""
         if batch.copies is None:
             batch.copies = self.sharing.lookup(batch.claimed.ids if batch.claimed else [file.id])
         copies = batch.copies.get(file.id, NONE)
         if copies.donors:
-            if cart.reserved_bytes is None and not self._reserve_once(cart, batch):
-                if file.on_disk is True:
-                    return _Shared()  # parked: started when its cart's space is held
-                return _Shared(self._wait_for_copy(cart, file, batch, abort, copies))
             linked = self.sharing.link(cart.id, file.id, copies.donors)
             if linked is not None:
                 batch.verified.add(
@@ -385,46 +384,22 @@ class Pipeline:
             copies = Copies(lead=self.sharing.copies_of(file.id).lead)
         if copies.lead is None:
             return None
-        return _Shared(self._wait_for_copy(cart, file, batch, abort, copies))
+        return _Shared(self._wait_for_copy(cart, file, copies))
 
-    def _wait_for_copy(
-        self, cart: Cart, file: CartFile, batch: _Batch, abort: Abort, copies: Copies
-    ) -> float:
-        """Put the file off while another file recalls the same archive file (or while
-        its cart's space is not held yet): a delay growing as a tape poll's, at most
-        `WAIT_MAX`; the step that verifies the copy wakes the file sooner."""
-        size, mtime, on_disk = file.size, file.mtime, file.on_disk
-        if size is None:  # its size is still wanted for the cart's reservation
-            info = self._where_is(file, batch, abort)
-            size, mtime, on_disk = info.size, info.mtime, info.on_disk
+    def _wait_for_copy(self, cart: Cart, file: CartFile, copies: Copies) -> float:
+        """Put the file off while another file recalls the same archive file: a delay
+        growing as a tape poll's, at most `WAIT_MAX`; the step that verifies the copy wakes
+        the file sooner."""
         delay = min(self.policy.poll.delay(file.polls), WAIT_MAX)
         self.store.move_file(
-            file.id,
-            expect=_OPEN,
-            size=size,
-            mtime=mtime,
-            on_disk=on_disk,
-            polls=file.polls + 1,
-            next_attempt_at=time.time() + delay,
+            file.id, expect=_OPEN, polls=file.polls + 1, next_attempt_at=time.time() + delay
         )
-        if cart.reserved_bytes is None:
-            self._reserve_once(cart, batch)  # its size is known: it may complete the picture
-        if copies.lead is not None:
-            _log(cart, file).info(
-                "file step %d recalls the same archive file; asking again in %.1fs",
-                copies.lead,
-                delay,
-            )
+        _log(cart, file).info(
+            "file step %d recalls the same archive file; asking again in %.1fs",
+            copies.lead,
+            delay,
+        )
         return delay
-
-    def _reserve_once(self, cart: Cart, batch: _Batch) -> bool:
-        """`_reserve`, tried once per cart and batch (the sizes it waits for do not change
-        within a batch); True once the cart's space is held."""
-        if cart.id not in batch.reserved:
-            parked = self._reserve(cart)
-            batch.reserved[cart.id] = parked is not None
-            batch.start += parked or []
-        return batch.reserved[cart.id]
 
     def _where_is(self, file: CartFile, batch: _Batch, abort: Abort) -> ArchiveFile:
         """What the archive says of the file: as the batch's sizing heard it, else asked now;
@@ -442,60 +417,74 @@ class Pipeline:
     # -- the cart's first step -------------------------------------------------------------
 
     def size_cart(self, cart_id: int) -> list[int]:
-        """A new cart's first step: return its files to step now.
+        """A new cart's first step: return its files to step now, all of them at once.
 
-        Each batch of file steps asks the archive about its files together and writes
-        their sizes in one transaction (`_size_together`), so sizing a large cart is
-        shared by every worker; the batch that completes the picture reserves the cart's
-        space and starts the files parked meanwhile.
+        Each batch of file steps asks the archive about its files together, adds their
+        bytes to the cart's reservation and pulls them (`_size_together`), so sizing a
+        large cart is shared by every worker and overlaps its pulls: no file waits for
+        the others to be sized. A cart whose reservation has begun is past this step (a
+        duplicate of it starts nothing).
         """
         cart = self.store.get_cart(cart_id)
-        if cart is None or not cart.status.is_active or cart.reserved_bytes is not None:
+        if cart is None or not cart.status.is_active:
+            return []
+        if cart.status is not CartStatus.WAITING and cart.reserved_bytes is not None:
             return []
         self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
         return [file.id for file in self.store.files_of(cart.id) if file.status in _OPEN]
 
     # -- space ---------------------------------------------------------------------------
 
-    def _reserve(self, cart: Cart) -> list[int] | None:
-        """Hold the cart's bytes on the volume before any is pulled. Returns None while
-        they are not held, else the files parked meanwhile that may start now.
+    def _hold(self, cart: Cart, sized: list[Sized], to: int | None = None) -> Cart:
+        """Add the bytes of newly sized files to the cart's reservation, under the volume's
+        lock (`SpaceLedger.grow`), evicting least recently used carts if it must; return
+        the cart as it is now. One that cannot have them ends in `No Space Available` and
+        keeps nothing: what it held goes back at once, its files leave the volume.
 
-        Sizes come from the archive's HEAD, so the reservation waits until every file
-        has been asked about; the file that completes that picture makes it, and starts
-        the files parked meanwhile.
+        A bundled cart also holds its whole tar: once its last file is sized, its
+        reservation is raised to its files plus the tar's exact size.
         """
-        if not self.store.all_sized(cart.id):
-            return None
-        need = self._bytes_needed(cart)
-        plan = self.space.reserve(
+        growth = self.space.grow(
             cart.id,
-            need,
+            sized,
+            to=to,
             free_bytes=self.volume.free_bytes(),
             limit=self.policy.volume_limit,
             evict=self.policy.lru_purge,
             spare_seconds=self.policy.lru_buffer_time,
+            ask_sized_all=cart.bundle and to is None,
         )
-        if plan is None:  # decided by another step meanwhile
+        if growth is None:  # no longer being made
             current = self.store.get_cart(cart.id)
-            held = current and current.status.is_active and current.reserved_bytes is not None
-            return [] if held else None
-        discard(self.store, self.volume, plan.evict)
-        if plan.evict:
+            return current or replace(cart, status=CartStatus.DELETED)
+        discard(self.store, self.volume, growth.evict)
+        if growth.evict:
             _log(cart).info(
                 "evicted %d least recently used carts (%d bytes) to make room",
-                len(plan.evict),
-                plan.frees,
+                len(growth.evict),
+                growth.frees,
             )
-            self.metrics.evicted(len(plan.evict), plan.frees)
-        if not plan.granted:
-            why = "bigger than the whole volume" if plan.too_big else "volume full"
-            _log(cart).warning("%d bytes needed, %s: %s", need, why, NO_SPACE)
-            self.store.move_cart(cart.id, CartStatus.ERROR, error=NO_SPACE)
+            self.metrics.evicted(len(growth.evict), growth.frees)
+        if not growth.granted:
+            why = "bigger than the whole volume" if growth.too_big else "volume full"
+            more = sum(size for _, size, _, _ in sized)
+            if to is not None:
+                more = to - (cart.reserved_bytes or 0)
+            _log(cart).warning(
+                "%d bytes more needed (%d held), %s: %s",
+                more,
+                cart.reserved_bytes or 0,
+                why,
+                NO_SPACE,
+            )
             self.volume.remove_cart(cart.id)
-            return None
-        _log(cart).info("reserved %d bytes", need)
-        return self.store.parked_for_space(cart.id)
+            return replace(cart, status=CartStatus.ERROR, error=NO_SPACE, reserved_bytes=None)
+        if growth.held != cart.reserved_bytes:
+            _log(cart).debug("reserved %d bytes", growth.held)
+        cart = replace(cart, reserved_bytes=growth.held)
+        if growth.sized_all:
+            return self._hold(cart, [], to=self._bytes_needed(cart))
+        return cart
 
     def _bytes_needed(self, cart: Cart) -> int:
         files = self.store.files_of(cart.id)
@@ -574,9 +563,7 @@ class Pipeline:
                     self.metrics.file_staged(item.size)
         for cart_id in {item.cart.id for item in group} - recorded:
             # Deleted or failed meanwhile: keep nothing a deleted cart left.
-            current = self.store.get_cart(cart_id)
-            if current is None or current.status is CartStatus.DELETED:
-                self.volume.remove_cart(cart_id)
+            self._left_behind(cart_id)
         for cart_id in sorted(recorded):
             # Counted after our commit, never inside it: two groups committing together
             # would each still see the other's files pending, and neither would finish.
@@ -652,9 +639,15 @@ class Pipeline:
 
     def _left_behind(self, cart_id: int) -> None:
         """A step stopped because its cart is no longer being made: keep nothing a deleted
-        cart left on the volume (its deleter may have cleaned up before the step wrote)."""
+        cart, or one that ended for want of space, left on the volume (whoever ended it
+        may have cleaned up before the step wrote: another batch of the cart, pulling
+        while one of its growths was refused)."""
         current = self.store.get_cart(cart_id)
-        if current is None or current.status is CartStatus.DELETED:
+        if (
+            current is None
+            or current.status is CartStatus.DELETED
+            or (current.status is CartStatus.ERROR and current.error == NO_SPACE)
+        ):
             self.volume.remove_cart(cart_id)
 
     def _cart_gone(self, cart_id: int) -> bool:
@@ -689,6 +682,10 @@ class Pipeline:
         self.volume.clear_partials(cart_id)
         bundle_size = None
         if cart.bundle:
+            # Its tar is held once its last file is sized (`_hold`); should the step that
+            # sized it have died in between, it is held here, before a byte is written.
+            if not self._hold(cart, [], to=self._bytes_needed(cart)).status.is_active:
+                return
             try:
                 bundle_size = self._write_bundle(cart)
             except OSError as exc:

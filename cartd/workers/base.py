@@ -19,7 +19,7 @@ class Runner(Protocol):
         """Run these files' next steps after `delay` seconds, shared out among the workers."""
 
     def submit_size(self, cart_id: int, delay: float = 0.0) -> None:
-        """Ask the archive about a new cart's files, reserve its space, start its files."""
+        """Start a new cart's files; each batch of them sizes, reserves and pulls its own."""
 
     def submit_finish(self, cart_id: int, delay: float = 0.0) -> None:
         """Make a cart whose files are all verified ready."""

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from cartd.errors import BatchBroken
 from cartd.service.pipeline import Pipeline
 from cartd.workers.base import Runner
 
@@ -44,13 +43,11 @@ def take_step(pipeline: Pipeline, kind: Kind, idents: Sequence[int]) -> Outcome:
             return Outcome([None], pipeline.size_cart(idents[0]))
         pipeline.finish(idents[0])
         return Outcome([None], [])
-    except Exception as exc:
+    except Exception:
         # Most likely the database is unreachable.
         log.exception("step %s %s failed; trying again in %.0fs", kind, idents, RETRY_BROKEN)
         pipeline.metrics.step_failed(kind, len(idents))
-        return Outcome(
-            [RETRY_BROKEN] * len(idents), exc.start if isinstance(exc, BatchBroken) else []
-        )
+        return Outcome([RETRY_BROKEN] * len(idents), [])
 
 
 def follow_up(runner: Runner, kind: Kind, idents: Sequence[int], outcome: Outcome) -> None:

@@ -90,14 +90,15 @@ def test_eviction_never_takes_a_cart_that_fixit_reopened_meanwhile(engine: Engin
         engine,
         reopen,
         failed,
-        lambda: ledger.reserve(
-            newcomer, 500, free_bytes=1000, limit=1000, evict=True, spare_seconds=0
+        lambda: ledger.grow(
+            newcomer, [], to=500, free_bytes=1000, limit=1000, evict=True, spare_seconds=0
         ),
     )
     assert _status(engine, failed) == "staging", "the reopened cart was evicted"
     assert plan is not None
     assert failed not in plan.evict  # type: ignore[attr-defined]
     assert not plan.granted  # type: ignore[attr-defined]
+    assert _status(engine, newcomer) == "error", "refused, the newcomer ends for want of space"
 
 
 def test_delete_returns_only_the_carts_it_deleted(engine: Engine) -> None:

@@ -233,3 +233,89 @@ def test_delete_while_a_cart_is_being_sized_stops_asking_the_archive(
     assert late == [], f"{len(late)} archive requests after the DELETE"
     assert fault_archive.count("HEAD") < 100
     assert cart_dirs(server) == []
+
+
+def _folder_archive(root: Path, count: int, size: int, prefix: str) -> list[FileEntry]:
+    """`count` files of `size` bytes in a folder served as a `file://` archive."""
+    (root / prefix).mkdir(parents=True)
+    fileids = []
+    for index in range(count):
+        data = ((b"%08d" % index) * (size // 8 + 1))[:size]
+        (root / prefix / str(index)).write_bytes(data)
+        fileids.append(entry(f"{prefix}/{index}", data, f"{prefix}/{index}.bin"))
+    return fileids
+
+
+def test_a_large_cart_pulls_while_it_is_still_being_sized(
+    cartd_factory: ServerFactory, tmp_path: Path
+) -> None:
+    folder = tmp_path / "archive"
+    fileids = _folder_archive(folder, 20_000, 8, "many")
+    server = cartd_factory(f"file://{folder}")
+    uid = new_id("many")
+    response = httpx.post(f"{server.url}/{uid}", json={"fileids": fileids}, timeout=30)
+    assert response.status_code == 201
+    seen: list[dict[str, object]] = []
+
+    def pulling() -> bool:
+        view = httpx.get(f"{server.url}/{uid}/files", timeout=30).json()
+        seen[:] = view["files"]
+        return any(file["status"] == "staged" for file in seen)
+
+    wait_until(pulling, timeout=30, interval=0.2)
+    unsized = [file for file in seen if file["size"] is None]
+    assert unsized, "every file was sized before the first was verified"
+    assert httpx.delete(f"{server.url}/{uid}", timeout=30).status_code == 200
+    wait_until(lambda: cart_dirs(server) == [], timeout=10)
+
+
+def test_a_cart_refused_midway_gives_back_its_space_and_keeps_nothing(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url, VOLUME_SIZE_LIMIT="100 kB")
+    fileids, first_ids = [], []
+    for index in range(40):
+        file_id, data = new_id(), blob(5 * KB)
+        # The first half is sized at once and fits (100 kB): pulled before the rest,
+        # whose sizing is slow, asks for more than the volume holds.
+        slow = Faults(head_seconds=0.3) if index >= 20 else None
+        fault_archive.add(file_id, data, faults=slow)
+        fileids.append(entry(file_id, data, f"{index}.bin"))
+        if index < 20:
+            first_ids.append(file_id)
+    uid = order(server, fileids)
+    head = settle(server, uid)
+    assert head.status_code == 500
+    assert head.headers["X-Pacifica-Message"] == "No Space Available"
+    assert sum(fault_archive.count("GET", file_id) for file_id in first_ids) > 0, (
+        "no file was pulled before the cart was refused"
+    )
+    wait_until(lambda: cart_dirs(server) == [], timeout=10)
+    view = httpx.get(f"{server.url}/{uid}/files").json()
+    assert all(file["status"] != "staged" for file in view["files"]), "keeps nothing"
+    assert metric(server, "cartd_volume_reserved_bytes") == 0, "its space was given back"
+    again = order(server, store_in(fault_archive, 90 * KB))
+    assert settle(server, again).headers["X-Pacifica-Status"] == "ready"
+
+
+def store_in(fault_archive: FaultArchive, size: int) -> list[FileEntry]:
+    file_id, data = new_id(), blob(size)
+    fault_archive.add(file_id, data)
+    return [entry(file_id, data, f"{file_id}.bin")]
+
+
+def test_carts_growing_together_never_hold_the_same_bytes(
+    cartd_factory: ServerFactory, tmp_path: Path
+) -> None:
+    folder = tmp_path / "archive"
+    first = _folder_archive(folder, 20, 3 * KB, "one")
+    second = _folder_archive(folder, 20, 3 * KB, "two")
+    server = cartd_factory(f"file://{folder}", VOLUME_SIZE_LIMIT="100 kB", LRU_PURGE="off")
+    uids = [order(server, first), order(server, second)]
+    heads = {uid: settle(server, uid) for uid in uids}
+    ready = [uid for uid, head in heads.items() if head.headers["X-Pacifica-Status"] == "ready"]
+    refused = [uid for uid, head in heads.items() if head.status_code == 500]
+    assert len(ready) == 1, "two carts of 60 kB do not both fit in 100 kB; one does"
+    assert [heads[uid].headers["X-Pacifica-Message"] for uid in refused] == ["No Space Available"]
+    wait_until(lambda: len(cart_dirs(server)) == 1, timeout=10)
+    assert metric(server, "cartd_volume_reserved_bytes") == 20 * 3 * KB

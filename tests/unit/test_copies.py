@@ -8,10 +8,11 @@ import time
 from sqlalchemy import update
 
 from cartd.db.copies import CopyStore, Donor
-from cartd.db.space import SpaceLedger
+from cartd.db.space import Growth, Sized, SpaceLedger
 from cartd.db.store import CartStore, carts, files
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus
+from tests.unit.conftest import size_files
 
 SUM_X = "1" * 32
 SUM_Y = "2" * 32
@@ -21,7 +22,8 @@ SUM_Z = "3" * 32
 def cart(
     store: CartStore, uid: str, *orders: tuple[str, str, int], reserved: bool = True
 ) -> tuple[int, list[int]]:
-    """A cart of (archive id, md5 sum, size) files, sized, holding its space when asked."""
+    """A cart of (archive id, md5 sum, size) files; sized and holding its space unless
+    `reserved` is False (then `grow_whole` sizes it and asks for its space)."""
     made, ids = store.create_cart(
         uid,
         False,
@@ -30,12 +32,25 @@ def cart(
             for n, (aid, hashsum, _) in enumerate(orders)
         ],
     )
-    store.record_sizes(
-        [(file_id, size, 1.0, True) for file_id, (_, _, size) in zip(ids, orders, strict=True)]
-    )
     if reserved:
+        size_files(store, sizes(ids, orders))
         set_cart(store, made.id, reserved_bytes=sum(size for _, _, size in orders))
     return made.id, ids
+
+
+def sizes(ids: list[int], orders: tuple[tuple[str, str, int], ...]) -> list[Sized]:
+    return [(file_id, size, 1.0, True) for file_id, (_, _, size) in zip(ids, orders, strict=True)]
+
+
+def grow_whole(
+    ledger: SpaceLedger, cart_id: int, ids: list[int], *orders: tuple[str, str, int], evict: bool
+) -> Growth:
+    """Size all of a cart's files in one growth of its reservation, in a 100-byte volume."""
+    growth = ledger.grow(
+        cart_id, sizes(ids, orders), free_bytes=10**9, limit=100, evict=evict, spare_seconds=0
+    )
+    assert growth is not None
+    return growth
 
 
 def set_cart(store: CartStore, cart_id: int, **values: object) -> None:
@@ -117,10 +132,11 @@ def test_usage_counts_each_archive_file_once_whoever_is_left(store: CartStore) -
 def test_a_cart_reserves_only_what_it_does_not_share(store: CartStore) -> None:
     ledger = SpaceLedger(store.engine)
     cart(store, "a", ("x", SUM_X, 50), ("w", SUM_Y, 30))
-    b, _ = cart(store, "b", ("x", SUM_X, 50), ("z", SUM_Z, 20), reserved=False)
-    plan = ledger.reserve(b, 70, free_bytes=10**9, limit=100, evict=False, spare_seconds=0)
-    assert plan is not None
-    assert plan.granted, "80 held + 20 new fit in 100, though 80 + 70 would not"
+    b_files = (("x", SUM_X, 50), ("z", SUM_Z, 20))
+    b, b_ids = cart(store, "b", *b_files, reserved=False)
+    growth = grow_whole(ledger, b, b_ids, *b_files, evict=False)
+    assert growth.granted, "80 held + 20 new fit in 100, though 80 + 70 would not"
+    assert growth.held == 70, "the cart's own reservation is all it names"
     assert ledger.usage().reserved == 100
 
 
@@ -131,13 +147,12 @@ def test_eviction_counts_only_the_bytes_no_other_cart_names(store: CartStore) ->
     for done in (copy, holder):
         set_cart(store, done, status=CartStatus.READY.value)
     assert ledger.usage().reserved == 80
-    new, _ = cart(store, "new", ("z", SUM_Z, 40), reserved=False)
+    new, new_ids = cart(store, "new", ("z", SUM_Z, 40), reserved=False)
 
-    plan = ledger.reserve(new, 40, free_bytes=10**9, limit=100, evict=True, spare_seconds=0)
-    assert plan is not None
-    assert plan.granted
-    assert plan.evict == (holder,), "the copy frees nothing: its bytes are the holder's too"
-    assert plan.frees == 30
+    growth = grow_whole(ledger, new, new_ids, ("z", SUM_Z, 40), evict=True)
+    assert growth.granted
+    assert growth.evict == (holder,), "the copy frees nothing: its bytes are the holder's too"
+    assert growth.frees == 30
     assert store.get_cart(copy) is not None
     assert ledger.usage().reserved == 90
 
@@ -148,10 +163,10 @@ def test_the_cart_being_admitted_keeps_what_it_shares_with_an_evicted_one(
     ledger = SpaceLedger(store.engine)
     old, _ = cart(store, "old", ("x", SUM_X, 60))
     set_cart(store, old, status=CartStatus.READY.value)
-    new, _ = cart(store, "new", ("x", SUM_X, 60), ("z", SUM_Z, 50), reserved=False)
+    new_files = (("x", SUM_X, 60), ("z", SUM_Z, 50))
+    new, new_ids = cart(store, "new", *new_files, reserved=False)
     # 60 held, 50 new: no room within 100, and evicting the old cart frees nothing the new
     # one does not name.
-    plan = ledger.reserve(new, 110, free_bytes=10**9, limit=100, evict=True, spare_seconds=0)
-    assert plan is not None
-    assert not plan.granted
-    assert plan.evict == ()
+    growth = grow_whole(ledger, new, new_ids, *new_files, evict=True)
+    assert not growth.granted
+    assert growth.evict == ()

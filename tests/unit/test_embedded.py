@@ -31,7 +31,7 @@ class RecordingPipeline:
     def advance(self, file_ids: Sequence[int]) -> Advanced:
         with self.lock:
             self.batches.append(list(file_ids))
-            return Advanced([self.again.pop(file_id, None) for file_id in file_ids], [])
+            return Advanced([self.again.pop(file_id, None) for file_id in file_ids])
 
     def size_cart(self, cart_id: int) -> list[int]:
         with self.lock:

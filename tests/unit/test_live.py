@@ -20,6 +20,7 @@ from cartd.service.layout import cart_members
 from cartd.service.live import Announced, Pause, Pieces, announce, live_pieces
 from cartd.status import CartStatus
 from cartd.storage import Volume
+from tests.unit.conftest import size_files
 
 MTIME = 1_600_000_000.0
 CONTENTS = {"a/1.bin": os.urandom(3000), "a/b/2.bin": b"", "3.bin": os.urandom(70_000)}
@@ -64,7 +65,7 @@ def being(store: CartStore, tmp_path: Path) -> Being:
     orders = [FileOrder(f"id{n}", path, "md5", "0" * 32) for n, path in enumerate(CONTENTS)]
     cart, file_ids = store.create_cart("live", False, orders)
     sizes = zip(file_ids, CONTENTS.values(), strict=True)
-    store.record_sizes([(file_id, len(data), MTIME, True) for file_id, data in sizes])
+    size_files(store, [(file_id, len(data), MTIME, True) for file_id, data in sizes])
     files = store.files_of(cart.id)
     volume = Volume(tmp_path / "volume")
     members = cart_members(cart, files, volume, top="data")

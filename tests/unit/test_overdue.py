@@ -67,7 +67,7 @@ def test_the_files_of_a_cart_whose_step_died_are_sent_again_at_once(store: CartS
         store.move_cart(cart, CartStatus.STAGING)
     with store.engine.begin() as connection:  # none is late
         connection.execute(update(files).values(next_attempt_at=time.time()))
-    dead, parked, live, verified = file_ids
+    dead, idle, live, verified = file_ids
     gone = time.time() - 1
     assert store.claim_files([dead], "host:1:dead", until=gone) == {dead}
     assert store.claim_files([verified], "host:1:dead", until=gone) == {verified}
@@ -79,9 +79,10 @@ def test_the_files_of_a_cart_whose_step_died_are_sent_again_at_once(store: CartS
         )
 
     found = store.overdue(grace=300, limit=10)
-    # A claim no step renews means its step died; the files it may have started (those
-    # parked until it held the cart's space) with it, but not one a live step holds.
-    assert found.files == [dead, parked]
+    # A claim no step renews means its step died; the other open files of its cart go
+    # with it (their messages may have died with its worker), but not one a live step
+    # holds.
+    assert found.files == [dead, idle]
     assert store.claim_holders() == {"host:2:live", "host:3:live"}, "lapsed claims cleared"
     assert store.overdue(grace=300, limit=10).files == [], "then they wait a grace as any other"
 

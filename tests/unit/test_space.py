@@ -122,3 +122,15 @@ def test_free_space_counts_towards_the_need_before_evicting() -> None:
     # 25 free: needs only 5 more, so the first candidate alone (10) is taken.
     plan = plan_space(30, capacity=100, reserved=75, candidates=lru(10, 10), evict=True)
     assert plan == Plan(granted=True, evict=(1,), frees=10)
+
+
+def test_a_growing_cart_is_too_big_once_what_it_holds_and_needs_passes_the_capacity() -> None:
+    # Holds 60 of 100 and asks for 50 more: no eviction can make that fit.
+    plan = plan_space(50, capacity=100, reserved=60, candidates=lru(0), evict=True, held=60)
+    assert plan == Plan(granted=False, too_big=True)
+
+
+def test_a_growing_cart_within_the_capacity_is_planned_as_any_other() -> None:
+    # Holds 40, another cart 50 (evictable): 10 free, 30 more needed, the other goes.
+    plan = plan_space(30, capacity=100, reserved=90, candidates=lru(50), evict=True, held=40)
+    assert plan == Plan(granted=True, evict=(1,), frees=50)
