@@ -68,7 +68,7 @@ from tests.support.fault_archive import FaultArchive, Faults  # noqa: E402
 
 #: Loaded into cartd (on `PYTHONPATH`) to switch how it writes a pulled file.
 VARIANTS = Path(__file__).resolve().parent / "variants"
-VARIANT_NAMES = ("direct", "cached", "threaded", "dontneed", "nosync")
+VARIANT_NAMES = ("direct", "cached", "dontneed", "nosync")
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 STUCK_AFTER = 600.0  # seconds without reaching ready or error

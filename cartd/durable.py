@@ -1,19 +1,23 @@
-"""Writing a pulled file so that it is on disk when we say so, without the network
-waiting on the disk, and so that the download that follows reads memory.
+"""Writing a pulled file so that it is on disk when we say so, and so that the download
+that follows reads memory, not the disk.
 
-A file is written through the page cache, the kernel asked to start writing
-back every few megabytes so that the fsync before the move into place has
-little left to do. Its pages stay cached, clean once written back, and a cart
-is usually downloaded soon after it is ready: the first download then reads
-memory, not the disk. Measured on 2026-11-30 on a 2-core VM (docs/benchmark.md,
-"End to end"): FIGURES.
+A file is written through the page cache with plain writes, the kernel asked to
+start writing back every few megabytes so that the fsync before the move into
+place has little left to do. Its pages stay cached (clean once written back),
+and a cart is usually downloaded soon after it is ready: the first download
+then reads memory. Measured back to back on a busy 2-core VM (2026-11-30,
+docs/benchmark.md "End to end"), a 1 GiB cart from the Archive Interface went
+from POST to its last byte downloaded 12 to 24% sooner than with `O_DIRECT`
+writes (which this module used before), although it took 13 to 30% longer to
+become ready: the first download ran at 169-262 MB/s instead of 120-170 (the
+benchmark's client hashes every byte; `curl` read 1.0-1.7 GB/s instead of
+0.25-0.41).
 
-A file too big to be still cached when it is downloaded (an eighth of the
-machine's memory or more), or a filesystem that offers nothing else, is
-treated as follows: the former is written with `O_DIRECT` from a few
-page-aligned buffers on a helper thread, so that it does not push every other
-cart's files out of the cache on its way to the disk; the latter (tmpfs) gets
-plain writes. Either way the file is on disk when `commit` returns.
+A file of an eighth of the machine's memory or more is written with `O_DIRECT`
+instead, from a few page-aligned buffers on a helper thread: it would push most
+other carts' files out of the cache and be pushed out itself before its
+download. A filesystem without `O_DIRECT` (tmpfs) gets plain writes. Either way
+the file is on disk when `commit` returns.
 """
 
 from __future__ import annotations
@@ -43,13 +47,11 @@ def _memory() -> int:
 #: Files at least this big are written directly, bypassing the page cache, on a helper
 #: thread: an eighth of the machine's memory (3 GiB of 24), and never less than 256 MiB.
 DIRECT_FROM = max(_memory() // 8, 256 * MiB)
-#: Files at least this big are written on a helper thread, through the page cache.
-THREAD_FROM = 8 * MiB
-#: One write of the helper thread; a multiple of any block size a disk asks alignment to.
+#: One direct write; a multiple of any block size a disk asks alignment to.
 DIRECT_BLOCK = 2 * MiB
-#: Blocks per helper thread: one filling while the other is written.
+#: Blocks per direct writer: one filling while the other is written.
 DIRECT_BUFFERS = 2
-#: Writes through the page cache start writing back after this many new bytes.
+#: Plain writes start writing back after this many new bytes.
 WRITEBACK_EVERY = 8 * MiB
 
 #: What `O_DIRECT` needs lengths and offsets to be multiples of, on any common disk.
@@ -95,25 +97,18 @@ class _PlainWriter(_Writer):
 _STOP = None
 
 
-class _ThreadedWriter(_Writer):
-    """Fills blocks here and writes them on a helper thread, so that the puller hashes
-    the next bytes while the kernel copies these (and, with `direct`, the disk writes
-    them): the puller never waits on the disk, only on a block to fill.
+class _DirectWriter(_Writer):
+    """Fills aligned blocks here and writes them with `O_DIRECT` on a helper thread.
 
-    Through the page cache (`direct` false), the helper asks the kernel to start writing
-    back every `WRITEBACK_EVERY` bytes, which may wait for the disk's queue. With
-    `O_DIRECT` (`direct` true), the last block is written directly up to its last whole
-    4 KiB; the few bytes after are written once `O_DIRECT` is switched off, so no
-    padding is ever written. A write error on the helper thread is raised by the next
-    `write` or by `finish`; the helper keeps recycling blocks meanwhile, so the puller
-    never waits forever.
+    The last block is written directly up to its last whole 4 KiB; the few bytes
+    after are written once `O_DIRECT` is switched off, so no padding is ever
+    written. A write error on the helper thread is raised by the next `write` or
+    by `finish`; the helper keeps recycling blocks meanwhile, so the puller never
+    waits forever.
     """
 
-    def __init__(self, descriptor: int, *, direct: bool) -> None:
+    def __init__(self, descriptor: int) -> None:
         self.descriptor = descriptor
-        self.direct = direct
-        self.written = 0
-        self.flushed = 0
         self.error: BaseException | None = None
         self.free: queue.Queue[mmap.mmap] = queue.Queue()
         self.full: queue.Queue[mmap.mmap | None] = queue.Queue()
@@ -122,7 +117,7 @@ class _ThreadedWriter(_Writer):
         self.block = self.free.get()
         self.filled = 0
         self.thread: threading.Thread | None = threading.Thread(
-            target=self._drain, name="direct-write" if direct else "cached-write", daemon=True
+            target=self._drain, name="direct-write", daemon=True
         )
         self.thread.start()
 
@@ -131,10 +126,6 @@ class _ThreadedWriter(_Writer):
             if self.error is None:
                 try:
                     _write_all(self.descriptor, block)
-                    self.written += len(block)
-                    if not self.direct and self.written - self.flushed >= WRITEBACK_EVERY:
-                        start_writeback(self.descriptor, self.flushed, self.written - self.flushed)
-                        self.flushed = self.written
                 except BaseException as exc:  # handed to the puller's thread
                     self.error = exc
             self.free.put(block)
@@ -163,10 +154,6 @@ class _ThreadedWriter(_Writer):
         self.stop()
         if self.error is not None:
             raise self.error
-        if not self.direct:
-            _write_all(self.descriptor, memoryview(self.block)[: self.filled])
-            self.written += self.filled
-            return
         whole = self.filled - self.filled % _ALIGN
         if whole:
             _write_all(self.descriptor, memoryview(self.block)[:whole])
@@ -185,18 +172,11 @@ def _open(path: Path, expected_size: int) -> _Writer:
                 raise
         else:
             try:
-                return _ThreadedWriter(descriptor, direct=True)
+                return _DirectWriter(descriptor)
             except BaseException:
                 os.close(descriptor)
                 raise
-    descriptor = os.open(path, _FLAGS, 0o644)
-    if expected_size < THREAD_FROM:
-        return _PlainWriter(descriptor)
-    try:
-        return _ThreadedWriter(descriptor, direct=False)
-    except BaseException:
-        os.close(descriptor)
-        raise
+    return _PlainWriter(os.open(path, _FLAGS, 0o644))
 
 
 class DurableFile:

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from cartd import durable
-from cartd.durable import DIRECT_FROM, THREAD_FROM, DurableFile
+from cartd.durable import DIRECT_FROM, DurableFile
 
-SIZES = pytest.mark.parametrize(
-    "expected_size", [0, THREAD_FROM, DIRECT_FROM], ids=["plain", "threaded", "direct"]
-)
+SIZES = pytest.mark.parametrize("expected_size", [0, DIRECT_FROM], ids=["plain", "direct"])
 
 
 def chunks(total: int, size: int) -> list[bytes]:
