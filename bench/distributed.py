@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import run as base  # noqa: E402
-from run import KiB, Result, Round, Scenario  # noqa: E402
+from run import KiB, Result, Round, Scenario, many_files  # noqa: E402
 
 from tests.conftest import DATABASE_SERVERS, run_cartd, scratch_database  # noqa: E402
 from tests.support.brokers import scratch_queue  # noqa: E402
@@ -71,19 +71,8 @@ def mode_name(workers: int) -> str:
     return f"{workers} wrk" if workers else EMBEDDED
 
 
-def many_files(count: int) -> Scenario:
-    return Scenario(
-        f"file:// 1 cart x {count}x1KiB",
-        1,
-        count,
-        KiB,
-        archive="folder",
-        stuck_after=base.STUCK_AFTER + count * 0.05,
-    )
-
-
 def full(count: int) -> list[Scenario]:
-    return [*base.FULL, many_files(count)]
+    return [*(s for s in base.FULL if s.archive != "folder"), many_files(count)]
 
 
 def smoke(count: int) -> list[Scenario]:
@@ -546,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
                     s.name, s.carts, s.files, s.size, mode=mode, workers=modes[mode]
                 )
 
-            for result in base.measure(scenario, Path(workdir), runners, new_result):
+            for result in base.measure(
+                scenario, Path(workdir), runners, new_result, end_to_end=False
+            ):
                 assert isinstance(result, DistributedResult)
                 finish(result, totals[result.mode], args.database)
                 results.append(result)

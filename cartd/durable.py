@@ -1,17 +1,23 @@
-"""Writing a pulled file so that it is on disk when we say so, without the network
-waiting on the disk.
+"""Writing a pulled file so that it is on disk when we say so, and so that the download
+that follows reads memory, not the disk.
 
-A large file is written with `O_DIRECT` from a few page-aligned buffers, on a
-helper thread: the disk works while the next bytes arrive and are hashed, and
-the bytes never pass through the page cache. On a 2-core VM pulling 1 GiB from
-the Archive Interface, buffered writes cost the kernel 3-5 CPU seconds filling
-the page cache, against 0.5 with `O_DIRECT`, and the pull took 1.5x the time of
-only receiving and hashing, against 1.0x. The files are read once, when the cart
-is downloaded, so the cache would have bought little.
+A file is written through the page cache with plain writes, the kernel asked to
+start writing back every few megabytes so that the fsync before the move into
+place has little left to do. Its pages stay cached (clean once written back),
+and a cart is usually downloaded soon after it is ready: the first download
+then reads memory. Measured back to back on a busy 2-core VM (2026-11-30,
+docs/benchmark.md "End to end"), a 1 GiB cart from the Archive Interface went
+from POST to its last byte downloaded 12 to 24% sooner than with `O_DIRECT`
+writes (which this module used before), although it took 13 to 30% longer to
+become ready: the first download ran at 169-262 MB/s instead of 120-170 (the
+benchmark's client hashes every byte; `curl` read 1.0-1.7 GB/s instead of
+0.25-0.41).
 
-A small file, or a filesystem without `O_DIRECT` (tmpfs), gets plain writes,
-with the kernel asked to start writing back every few megabytes so the final
-fsync has little left. Either way the file is on disk when `commit` returns.
+A file of an eighth of the machine's memory or more is written with `O_DIRECT`
+instead, from a few page-aligned buffers on a helper thread: it would push most
+other carts' files out of the cache and be pushed out itself before its
+download. A filesystem without `O_DIRECT` (tmpfs) gets plain writes. Either way
+the file is on disk when `commit` returns.
 """
 
 from __future__ import annotations
@@ -28,8 +34,19 @@ from types import TracebackType
 from cartd.libc import start_writeback
 
 MiB = 1024 * 1024
-#: Files at least this big are written directly, on a helper thread.
-DIRECT_FROM = 8 * MiB
+
+
+def _memory() -> int:
+    """The machine's physical memory in bytes; 0 where it cannot be told."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+#: Files at least this big are written directly, bypassing the page cache, on a helper
+#: thread: an eighth of the machine's memory (3 GiB of 24), and never less than 256 MiB.
+DIRECT_FROM = max(_memory() // 8, 256 * MiB)
 #: One direct write; a multiple of any block size a disk asks alignment to.
 DIRECT_BLOCK = 2 * MiB
 #: Blocks per direct writer: one filling while the other is written.

@@ -145,7 +145,7 @@ def test_bundled_cart_has_the_uid_as_top_folder(
 def test_a_large_bundled_cart_is_served_byte_for_byte(
     client: httpx.Client, store_files: Store
 ) -> None:
-    """Both the pulled file and the bundle are big enough to be written with O_DIRECT."""
+    """Both the pulled file and the bundle are big enough to be written on a helper thread."""
     rng = random.Random(5)
     files = {"big.bin": rng.randbytes(9 * 1024 * 1024 + 4097), "small.txt": b"small"}
     uid = new_id("large")

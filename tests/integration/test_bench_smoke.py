@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,15 +27,35 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
     assert "ready med" in result.stdout
     document = json.loads(out.read_text())
     results = document["results"]
-    assert [r["scenario"] for r in results] == ["3x64KiB", "3 carts x 2x1KiB", "tape 1s 2x1KiB"]
+    assert [r["scenario"] for r in results] == [
+        "3x64KiB",
+        "3 carts x 2x1KiB",
+        "tape 1s 2x1KiB",
+        "file:// 1 cart x 300x1KiB",
+    ]
     for row in results:
         assert row["stuck"] == 0
         assert row["wrong"] == 0
         assert row["ready_max"] > 0
         assert row["peak_rss_mib"] > 0
         assert row["download_mb_s"] > 0, "every ready cart was downloaded and checked"
+        assert row["e2e_max"] > row["ready_max"] - 1e-9, "end to end includes the download"
     assert results[0]["raw_seconds"] > 0
     assert results[2]["archive_requests_per_file"] >= 2
+    for row in (results[0], results[1], results[3]):
+        assert row["raw_e2e_seconds"] > 0
+        assert row["ratio_e2e_to_raw"] > 0
+    assert results[3]["first_pull_median"] > 0
+    serving = document["serving"]
+    assert [row["size"] for row in serving] == [64 * 1024, 1024 * 1024]
+    for row in serving:
+        assert row["wrong"] == 0
+        assert row["ready_seconds"] > 0
+        assert row["peak_rss_mib"] > 0
+        if shutil.which("curl"):
+            assert row["first_mb_s"] > 0
+            assert row["cached_mb_s"] > 0
+    assert "curl cached MB/s" in result.stdout
 
 
 DISTRIBUTED = BENCH.with_name("distributed.py")

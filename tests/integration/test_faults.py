@@ -118,7 +118,7 @@ def test_file_on_tape_is_polled_with_growing_delay(
     assert_served_exactly(client, uid, DATA)
 
 
-#: Big enough to be written with O_DIRECT on a helper thread, and not a whole number of blocks.
+#: Big enough to be written on a helper thread, and not a whole number of blocks.
 LARGE = bytes(range(256)) * (40 * 1024) + b"tail"
 
 
