@@ -330,14 +330,21 @@ def process_usage(pid: int) -> tuple[float, float]:
     return peak_kib / 1024, ticks / 100
 
 
-def download_and_verify(url: str, fileids: list[dict[str, Any]], top: str) -> tuple[int, bool]:
+def download_and_verify(
+    url: str, fileids: list[dict[str, Any]], top: str, *, live: bool = False
+) -> tuple[int, bool]:
     """Stream a cart's tar, hashing every member as it arrives; its size and whether it
     holds exactly the files ordered. Nothing is held in memory, so the rate measured is
-    cartd's, not that of a client gathering a gigabyte into one buffer."""
+    cartd's, not that of a client gathering a gigabyte into one buffer. `live` asks with
+    `Prefer: wait`, so a cart still being made is sent as its files are verified."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    timeout = STUCK_AFTER if live else 60
+    connection = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=timeout
+    )
     try:
-        connection.request("GET", f"{parts.path}?{parts.query}")
+        headers = {"Prefer": "wait"} if live else {}
+        connection.request("GET", f"{parts.path}?{parts.query}", headers=headers)
         response = connection.getresponse()
         if response.status != 200:
             return 0, False
@@ -382,10 +389,14 @@ def run_carts(
     result: Result,
     stuck_after: float = STUCK_AFTER,
     on_ready: Callable[[], None] | None = None,
+    live: bool = False,
 ) -> Round:
     """POST every cart at once, wait for all, download and verify each.
 
-    `on_ready` is called once every cart is ready or stuck, before any download."""
+    `on_ready` is called once every cart is ready or stuck, before any download. With
+    `live`, each cart is also downloaded with `Prefer: wait` from the moment its POST is
+    answered, and its end to end is that download's last byte (the downloads after ready
+    still give the rate)."""
     uids = [f"bench-{time.monotonic_ns()}-{index}" for index in range(len(orders))]
     posted: dict[str, float] = {}
     latencies: list[float] = []
@@ -399,8 +410,30 @@ def run_carts(
             posted[uid] = started
             response.raise_for_status()
 
+    live_ends: dict[str, float] = {}
+
+    def download_live(uid: str, fileids: list[dict[str, Any]]) -> None:
+        _, right = download_and_verify(
+            f"{server.url}/{uid}?filename=data", fileids, "data", live=True
+        )
+        if right:
+            live_ends[uid] = time.monotonic() - posted[uid]
+        else:
+            result.wrong += 1
+            result.notes.append(f"{uid}: wrong or cut tar with Prefer: wait")
+
+    live_pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(orders)))
+    live_downloads = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(orders))) as pool:
-        list(pool.map(post, zip(uids, orders, strict=True)))
+        for uid, fileids in zip(uids, orders, strict=True):
+            if live:
+                pool.submit(post, (uid, fileids)).add_done_callback(
+                    lambda _done, uid=uid, fileids=fileids: live_downloads.append(
+                        live_pool.submit(download_live, uid, fileids)
+                    )
+                )
+            else:
+                pool.submit(post, (uid, fileids))
 
     ready_after: dict[str, float] = {}
     first_pull: dict[str, float] = {}
@@ -437,11 +470,16 @@ def run_carts(
             size, right = download_and_verify(f"{server.url}/{uid}?filename=data", fileids, "data")
             took = time.monotonic() - started
             seconds += took
-            e2es.append(ready_after[uid] + took)
+            if not live:
+                e2es.append(ready_after[uid] + took)
             downloaded += size
             if not right:
                 result.wrong += 1
                 result.notes.append(f"{uid}: wrong tar")
+    for done in live_downloads:
+        done.result()
+    live_pool.shutdown()
+    e2es += live_ends.values()
     result.post_ms_median = max(result.post_ms_median, statistics.median(latencies) * 1000)
     if seconds:
         rate = downloaded / seconds / 1e6
@@ -568,8 +606,9 @@ def variant_env(variant: str) -> dict[str, str]:
     return {"PYTHONPATH": str(VARIANTS), "CARTD_BENCH_WRITE": variant}
 
 
-def embedded(variant: str = "") -> Runner:
-    """A runner of one fresh cartd (defaults, empty volume) for each round."""
+def embedded(variant: str = "", live: bool = False) -> Runner:
+    """A runner of one fresh cartd (defaults, empty volume) for each round; with `live`,
+    its end to end is that of downloads asked with `Prefer: wait` right after the POST."""
 
     def runner(
         scenario: Scenario,
@@ -586,7 +625,7 @@ def embedded(variant: str = "") -> Runner:
         }
         with CartdServer(folder, env, policy={}) as server:
             assert server.process is not None
-            measured = run_carts(server, orders, result, scenario.stuck_after)
+            measured = run_carts(server, orders, result, scenario.stuck_after, live=live)
             rss, cpu = process_usage(server.process.pid)
         shutil.rmtree(folder, ignore_errors=True)
         result.peak_rss_mib = max(result.peak_rss_mib, rss)
@@ -832,6 +871,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run cartd writing its pulls this way (bench/variants); several take turns",
     )
     parser.add_argument("--rounds", type=int, help="at most this many rounds a scenario")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="end to end with `Prefer: wait` downloads from the POST (cartd's own client way)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     scenarios = SMOKE if args.smoke else FULL
@@ -842,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
             Scenario(**{**asdict(s), "repeat": min(s.repeat, args.rounds)}) for s in scenarios
         ]
     variants = args.variant or [""]
-    runners = {variant: embedded(variant) for variant in variants}
+    runners = {variant: embedded(variant, args.live) for variant in variants}
     results: list[Result] = []
     serving: list[Serving] = []
     with tempfile.TemporaryDirectory(prefix="cartd-bench-") as workdir:
