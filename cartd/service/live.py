@@ -28,8 +28,10 @@ from cartd.service.backoff import Backoff
 from cartd.status import CartStatus, FileStatus
 
 #: Seconds between two looks at the database while a download waits for its next file:
-#: a fifth of a second at first, growing by half while nothing changes, at most 2.
-POLL = Backoff(initial=0.2, factor=1.5, cap=2.0)
+#: a twentieth of a second at first, growing by half while nothing changes, at most half
+#: a second. A look is two indexed queries; a later look is time the client waits idle
+#: (with pauses of up to 2 s, a 1 GiB file was sent up to a second after it was verified).
+POLL = Backoff(initial=0.05, factor=1.5, cap=0.5)
 #: Longest wait, while the connection is open, for the archive to tell a new cart's sizes
 #: (and for its space to be held) before the answer; `Prefer: wait=N` shortens it.
 SIZES_WAIT = 30.0
