@@ -205,40 +205,45 @@ def _alone(
 def already_counted(connection: Connection, new: Mapping[int, int]) -> int:
     """Bytes of files about to be sized (file id -> size) that need no new room on the
     volume: the same archive file with the same checksum is already sized in a live cart
-    holding space (the files' own cart included), or comes earlier among `new`."""
+    holding space (the files' own cart included), or comes earlier among `new`. One query:
+    each file's key, and whether such a copy is counted already."""
     if not new:
         return 0
-    keys = {
-        int(row.id): (row.archive_id, row.hashtype, row.hashsum)
-        for row in connection.execute(
-            select(files.c.id, files.c.archive_id, files.c.hashtype, files.c.hashsum).where(
-                files.c.id.in_(list(new)), files.c.hashsum != ""
-            )
+    ids = list(new)
+    other = files.alias("other")
+    owner = carts.alias("owner")
+    counted_elsewhere = (
+        select(other.c.id)
+        .select_from(other.join(owner, owner.c.id == other.c.cart_id))
+        .where(
+            _same_file(files, other),
+            other.c.size.is_not(None),
+            other.c.id.not_in(ids),
+            owner.c.status != CartStatus.DELETED.value,
+            _holding(owner),
         )
-    }
-    if not keys:
-        return 0
-    counted = {
-        (row.archive_id, row.hashtype, row.hashsum)
-        for row in connection.execute(
-            select(files.c.archive_id, files.c.hashtype, files.c.hashsum)
-            .join(carts, carts.c.id == files.c.cart_id)
-            .where(
-                files.c.hashsum.in_({key[2] for key in keys.values()}),
-                files.c.size.is_not(None),
-                files.c.id.not_in(list(new)),
-                HOLDING,
-            )
-        )
-    }
+        .exists()
+    )
+    rows = connection.execute(
+        select(
+            files.c.id,
+            files.c.archive_id,
+            files.c.hashtype,
+            files.c.hashsum,
+            counted_elsewhere.label("counted"),
+        ).where(files.c.id.in_(ids), files.c.hashsum != "")
+    )
+    found = {int(row.id): row for row in rows}
+    seen: set[tuple[str, str, str]] = set()
     shared = 0
     for ident, size in new.items():
-        key = keys.get(ident)
-        if key is None:
+        row = found.get(ident)
+        if row is None:
             continue
-        if key in counted:
+        key = (row.archive_id, row.hashtype, row.hashsum)
+        if row.counted or key in seen:
             shared += size
-        counted.add(key)
+        seen.add(key)
     return shared
 
 
