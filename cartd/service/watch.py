@@ -135,7 +135,9 @@ class CartWatch:
                 del self._claims[token]
             self._release(token, claim)
 
-    def _release(self, token: str, claim: _Claim) -> None:
+    def _release(self, token: str, claim: _Claim, lapses: float | None = None) -> None:
+        """Release a step's claims; one the database refused is kept, with when it would
+        lapse anyway (`lapses`, if it was refused before), for `release_again`."""
         if not claim.files and not claim.carts:
             return  # every claim was cleared by the step's own writes
         try:
@@ -143,9 +145,9 @@ class CartWatch:
         except Exception:
             # Left to lapse, the work would wait `claim_seconds` for the sweep: the watch
             # thread tries again every interval until then.
-            log.warning("could not release claims; trying again shortly", exc_info=True)
+            log.warning("could not release claims; trying again shortly", exc_info=lapses is None)
             with self._lock:
-                self._unreleased.setdefault(token, (claim, time.time() + self.claim_seconds))
+                self._unreleased[token] = (claim, lapses or time.time() + self.claim_seconds)
                 self._busy.notify()
 
     def release_again(self) -> None:
@@ -153,18 +155,10 @@ class CartWatch:
         taken over since is not touched: a release only clears the token's own."""
         with self._lock:
             now = time.time()
-            self._unreleased = {
-                token: held for token, held in self._unreleased.items() if held[1] > now
-            }
-            due = {token: claim for token, (claim, _) in self._unreleased.items()}
-        for token, claim in due.items():
-            try:
-                self._store.release_claims(token, claim.files, claim.carts)
-            except Exception:
-                log.warning("could not release claims; trying again shortly")
-                continue
-            with self._lock:
-                self._unreleased.pop(token, None)
+            due = {token: held for token, held in self._unreleased.items() if held[1] > now}
+            self._unreleased = {}
+        for token, (claim, lapses) in due.items():
+            self._release(token, claim, lapses)
 
     def _claim_end(self) -> float:
         return time.time() + self.claim_seconds
