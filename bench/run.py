@@ -401,16 +401,9 @@ def run_carts(
     posted: dict[str, float] = {}
     latencies: list[float] = []
 
-    def post(pair: tuple[str, list[dict[str, Any]]]) -> None:
-        uid, fileids = pair
-        with httpx.Client(timeout=120) as client:
-            started = time.monotonic()
-            response = client.post(f"{server.url}/{uid}", json={"fileids": fileids})
-            latencies.append(time.monotonic() - started)
-            posted[uid] = started
-            response.raise_for_status()
-
     live_ends: dict[str, float] = {}
+    live_pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(orders)))
+    live_downloads: list[concurrent.futures.Future[None]] = []
 
     def download_live(uid: str, fileids: list[dict[str, Any]]) -> None:
         _, right = download_and_verify(
@@ -422,18 +415,19 @@ def run_carts(
             result.wrong += 1
             result.notes.append(f"{uid}: wrong or cut tar with Prefer: wait")
 
-    live_pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(orders)))
-    live_downloads = []
+    def post(pair: tuple[str, list[dict[str, Any]]]) -> None:
+        uid, fileids = pair
+        with httpx.Client(timeout=120) as client:
+            started = time.monotonic()
+            response = client.post(f"{server.url}/{uid}", json={"fileids": fileids})
+            latencies.append(time.monotonic() - started)
+            posted[uid] = started
+            response.raise_for_status()
+        if live:  # from the moment the POST is answered
+            live_downloads.append(live_pool.submit(download_live, uid, fileids))
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(orders))) as pool:
-        for uid, fileids in zip(uids, orders, strict=True):
-            if live:
-                pool.submit(post, (uid, fileids)).add_done_callback(
-                    lambda _done, uid=uid, fileids=fileids: live_downloads.append(
-                        live_pool.submit(download_live, uid, fileids)
-                    )
-                )
-            else:
-                pool.submit(post, (uid, fileids))
+        list(pool.map(post, zip(uids, orders, strict=True)))
 
     ready_after: dict[str, float] = {}
     first_pull: dict[str, float] = {}
