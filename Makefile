@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install lint typecheck test ci
+.PHONY: install venvs lint typecheck test ci
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,7 +20,12 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: install
+# The side venvs of the real archive interface, the original cartd and its downloader
+# (tests/requirements/), built before the tests so that no test's timeout covers an install.
+venvs: install
+	$(PY) -m tests.support.venvs
+
+test: install venvs
 	$(VENV)/bin/pytest
 
 ci: lint typecheck test

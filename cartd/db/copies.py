@@ -129,21 +129,26 @@ class CopyStore:
         if not verified:
             return []
         mine = files.alias("mine")
-        waiting = (
-            select(files.c.id)
+        # The statuses are tested here rather than in SQL: given them, SQLite's planner,
+        # which has no statistics, walks every open row of the status index (all of a large
+        # cart being made) instead of looking each verified row's copies up by hash sum.
+        copies = (
+            select(files.c.id, files.c.status, carts.c.status.label("cart_status"))
             .select_from(
                 mine.join(files, and_(_same_file(mine, files), files.c.id != mine.c.id)).join(
                     carts, carts.c.id == files.c.cart_id
                 )
             )
-            .where(
-                mine.c.id.in_(list(verified)),
-                files.c.status.in_(_OPEN),
-                carts.c.status.in_(_ACTIVE),
-            )
+            .where(mine.c.id.in_(list(verified)))
         )
         with self.engine.connect() as connection:
-            found = sorted({int(file_id) for file_id in connection.scalars(waiting)})
+            found = sorted(
+                {
+                    int(row.id)
+                    for row in connection.execute(copies)
+                    if row.status in _OPEN and row.cart_status in _ACTIVE
+                }
+            )
         if not found:
             return []
         with self._writer.begin() as connection:

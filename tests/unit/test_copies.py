@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from cartd.db.copies import CopyStore, Donor
 from cartd.db.space import Growth, Sized, SpaceLedger
@@ -170,3 +170,31 @@ def test_the_cart_being_admitted_keeps_what_it_shares_with_an_evicted_one(
     growth = grow_whole(ledger, new, new_ids, *new_files, evict=True)
     assert not growth.granted
     assert growth.evict == ()
+
+
+def test_a_batch_finds_its_copies_by_hash_sum_never_by_walking_open_rows(
+    store: CartStore,
+) -> None:
+    """A cart of 100,000 files being made has 100,000 open rows: a query that walks them at
+    every batch makes the cart quadratic. SQLite has no statistics to tell it so, and
+    planned exactly that for a batch of 16 once the statuses were in the query."""
+    orders = [(f"f{n}", f"{n:032x}", 1) for n in range(64)]
+    _, ids = cart(store, "big", *orders)
+    verify(store, *ids[:16])
+    plans: list[str] = []
+
+    def explain(connection, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plans.append(" / ".join(str(row[-1]) for row in rows))
+
+    event.listen(store.engine, "before_cursor_execute", explain)
+    try:
+        CopyStore(store.engine).wake(ids[:16])
+        CopyStore(store.engine).lookup(ids[16:32])
+    finally:
+        event.remove(store.engine, "before_cursor_execute", explain)
+    assert plans, "wake asked nothing"
+    for plan in plans:
+        assert "ix_cart_files_status" not in plan, plan
+        assert "SCAN" not in plan, plan
