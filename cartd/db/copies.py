@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select
 from sqlalchemy.sql import ColumnElement, FromClause
+from sqlalchemy.sql.elements import BindParameter
 
 from cartd.db.engine import Writer
 from cartd.db.store import carts, files, now
@@ -45,6 +46,10 @@ def _same_file(one: FromClause, other: FromClause) -> ColumnElement[bool]:
         other.c.hashtype == one.c.hashtype,
         one.c.hashsum != "",
     )
+
+
+def _holding(owner: FromClause) -> ColumnElement[bool]:
+    return owner.c.reserved_bytes.is_not(None)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,59 @@ class Copies:
 
 NONE = Copies()
 
+# The statements asked at every batch, built once: building one (its aliases' columns, its
+# cache key) costs more Python than running it does on SQLite.
+_MINE = files.alias("mine")
+_OTHER = files.alias("other")
+_OWNER = carts.alias("owner")
+_IDS: BindParameter[list[int]] = bindparam("file_ids", expanding=True)
+_COPIES_OF_MINE = _MINE.join(files, and_(_same_file(_MINE, files), files.c.id != _MINE.c.id)).join(
+    carts, carts.c.id == files.c.cart_id
+)
+_LOOKUP = (
+    select(
+        _MINE.c.id.label("for_id"),
+        _MINE.c.status.label("for_status"),
+        files.c.id,
+        files.c.cart_id,
+        files.c.status,
+        files.c.size,
+        files.c.mtime,
+        carts.c.status.label("cart_status"),
+    )
+    .select_from(_COPIES_OF_MINE)
+    .where(_MINE.c.id.in_(_IDS), LIVE)
+    .order_by(_MINE.c.id, files.c.id)
+)
+# The statuses are tested in Python on what this finds: given them, SQLite's planner, which
+# has no statistics, walks every open row of the status index (all of a large cart being
+# made) instead of looking each verified row's copies up by hash sum.
+_WAKE = (
+    select(files.c.id, files.c.status, carts.c.status.label("cart_status"))
+    .select_from(_COPIES_OF_MINE)
+    .where(_MINE.c.id.in_(_IDS))
+)
+_COUNTED_ELSEWHERE = (
+    select(_OTHER.c.id)
+    .select_from(_OTHER.join(_OWNER, _OWNER.c.id == _OTHER.c.cart_id))
+    .where(
+        _same_file(files, _OTHER),
+        _OTHER.c.size.is_not(None),
+        _OTHER.c.id.not_in(_IDS),
+        _OWNER.c.status != CartStatus.DELETED.value,
+        _holding(_OWNER),
+    )
+    .exists()
+)
+#: Each file's key, and whether a copy of it is counted already (see `already_counted`).
+_COUNTED = select(
+    files.c.id,
+    files.c.archive_id,
+    files.c.hashtype,
+    files.c.hashsum,
+    _COUNTED_ELSEWHERE.label("counted"),
+).where(files.c.id.in_(_IDS), files.c.hashsum != "")
+
 
 class CopyStore:
     def __init__(self, engine: Engine) -> None:
@@ -81,31 +139,11 @@ class CopyStore:
         that have none are left out."""
         if not file_ids:
             return {}
-        mine = files.alias("mine")
-        statement = (
-            select(
-                mine.c.id.label("for_id"),
-                mine.c.status.label("for_status"),
-                files.c.id,
-                files.c.cart_id,
-                files.c.status,
-                files.c.size,
-                files.c.mtime,
-                carts.c.status.label("cart_status"),
-            )
-            .select_from(
-                mine.join(files, and_(_same_file(mine, files), files.c.id != mine.c.id)).join(
-                    carts, carts.c.id == files.c.cart_id
-                )
-            )
-            .where(mine.c.id.in_(list(file_ids)), LIVE)
-            .order_by(mine.c.id, files.c.id)
-        )
         donors: dict[int, list[Donor]] = {}
         # Each file's open copies, itself included: (staging first, then by id, the id).
         rivals: dict[int, list[tuple[bool, int]]] = {}
         with self.engine.connect() as connection:
-            for row in connection.execute(statement):
+            for row in connection.execute(_LOOKUP, {"file_ids": list(file_ids)}):
                 for_id = int(row.for_id)
                 if for_id not in rivals:
                     rivals[for_id] = [(row.for_status != FileStatus.STAGING.value, for_id)]
@@ -128,24 +166,11 @@ class CopyStore:
         (just recorded verified), made due now: they were waiting for a copy to link."""
         if not verified:
             return []
-        mine = files.alias("mine")
-        # The statuses are tested here rather than in SQL: given them, SQLite's planner,
-        # which has no statistics, walks every open row of the status index (all of a large
-        # cart being made) instead of looking each verified row's copies up by hash sum.
-        copies = (
-            select(files.c.id, files.c.status, carts.c.status.label("cart_status"))
-            .select_from(
-                mine.join(files, and_(_same_file(mine, files), files.c.id != mine.c.id)).join(
-                    carts, carts.c.id == files.c.cart_id
-                )
-            )
-            .where(mine.c.id.in_(list(verified)))
-        )
         with self.engine.connect() as connection:
             found = sorted(
                 {
                     int(row.id)
-                    for row in connection.execute(copies)
+                    for row in connection.execute(_WAKE, {"file_ids": list(verified)})
                     if row.status in _OPEN and row.cart_status in _ACTIVE
                 }
             )
@@ -187,12 +212,10 @@ def _alone(
     """The bytes of the cart's sized rows, and of the distinct archive files among them
     that no row of another cart selected by `elsewhere` (a condition on that cart's row,
     given its table) names."""
-    other = files.alias("other")
-    owner = carts.alias("owner")
     named_elsewhere = (
-        select(other.c.id)
-        .select_from(other.join(owner, owner.c.id == other.c.cart_id))
-        .where(_same_file(files, other), other.c.cart_id != cart_id, elsewhere(owner))
+        select(_OTHER.c.id)
+        .select_from(_OTHER.join(_OWNER, _OWNER.c.id == _OTHER.c.cart_id))
+        .where(_same_file(files, _OTHER), _OTHER.c.cart_id != cart_id, elsewhere(_OWNER))
         .exists()
     )
     mine = and_(files.c.cart_id == cart_id, files.c.size.is_not(None))
@@ -214,30 +237,7 @@ def already_counted(connection: Connection, new: Mapping[int, int]) -> int:
     each file's key, and whether such a copy is counted already."""
     if not new:
         return 0
-    ids = list(new)
-    other = files.alias("other")
-    owner = carts.alias("owner")
-    counted_elsewhere = (
-        select(other.c.id)
-        .select_from(other.join(owner, owner.c.id == other.c.cart_id))
-        .where(
-            _same_file(files, other),
-            other.c.size.is_not(None),
-            other.c.id.not_in(ids),
-            owner.c.status != CartStatus.DELETED.value,
-            _holding(owner),
-        )
-        .exists()
-    )
-    rows = connection.execute(
-        select(
-            files.c.id,
-            files.c.archive_id,
-            files.c.hashtype,
-            files.c.hashsum,
-            counted_elsewhere.label("counted"),
-        ).where(files.c.id.in_(ids), files.c.hashsum != "")
-    )
+    rows = connection.execute(_COUNTED, {"file_ids": list(new)})
     found = {int(row.id): row for row in rows}
     seen: set[tuple[str, str, str]] = set()
     shared = 0
@@ -271,7 +271,3 @@ def freed_by(
 
     rows, alone = _alone(connection, cart_id, elsewhere)
     return max(0, int(held or 0) - rows + alone)
-
-
-def _holding(owner: FromClause) -> ColumnElement[bool]:
-    return owner.c.reserved_bytes.is_not(None)

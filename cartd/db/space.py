@@ -23,6 +23,7 @@ from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.elements import BindParameter
 
 from cartd.db.copies import HOLDING, already_counted, duplicate_bytes, freed_by
 from cartd.db.engine import Writer
@@ -60,6 +61,19 @@ _RECORD_SIZE = (
         on_disk=bindparam("on_disk"),
         updated_at=bindparam("stamp"),
     )
+)
+
+# The statements of every growth, built once (see `cartd.db.copies`).
+_CART: BindParameter[int] = bindparam("cart_id")
+_TAKE_LOCK = select(volume_lock.c.id).with_for_update()
+_HELD = select(carts.c.reserved_bytes).where(carts.c.id == _CART, carts.c.status.in_(_ACTIVE))
+_HOLD = carts.update().where(carts.c.id == _CART).values(reserved_bytes=bindparam("held"))
+_UNSIZED_LEFT = select(files.c.id).where(files.c.cart_id == _CART, files.c.size.is_(None)).limit(1)
+_UNSIZED_AMONG = select(files.c.id).where(
+    files.c.id.in_(bindparam("file_ids", expanding=True)),
+    files.c.cart_id == _CART,
+    files.c.size.is_(None),
+    files.c.status.in_(_OPEN),
 )
 
 
@@ -153,12 +167,8 @@ class SpaceLedger:
         remove, as are those of evicted carts (DELETED when this returns).
         """
         with self._writer.begin() as connection:
-            connection.execute(select(volume_lock.c.id).with_for_update())
-            row = connection.execute(
-                select(carts.c.reserved_bytes).where(
-                    carts.c.id == cart_id, carts.c.status.in_(_ACTIVE)
-                )
-            ).first()
+            connection.execute(_TAKE_LOCK)
+            row = connection.execute(_HELD, {"cart_id": cart_id}).first()
             if row is None:
                 return None
             held: int | None = row[0]
@@ -216,16 +226,9 @@ class SpaceLedger:
                     ],
                 )
             if want != held:
-                connection.execute(
-                    carts.update().where(carts.c.id == cart_id).values(reserved_bytes=want)
-                )
-            sized_all = ask_sized_all and (
-                connection.scalar(
-                    select(files.c.id)
-                    .where(files.c.cart_id == cart_id, files.c.size.is_(None))
-                    .limit(1)
-                )
-                is None
+                connection.execute(_HOLD, {"cart_id": cart_id, "held": want})
+            sized_all = (
+                ask_sized_all and connection.scalar(_UNSIZED_LEFT, {"cart_id": cart_id}) is None
             )
             return Growth(True, want, tuple(evicted), frees, False, sized_all)
 
@@ -249,16 +252,8 @@ class SpaceLedger:
         """Those of `sized` whose rows have no size yet: a file is counted once."""
         if not sized:
             return []
-        open_ids = set(
-            connection.scalars(
-                select(files.c.id).where(
-                    files.c.id.in_([ident for ident, _, _, _ in sized]),
-                    files.c.cart_id == cart_id,
-                    files.c.size.is_(None),
-                    files.c.status.in_(_OPEN),
-                )
-            )
-        )
+        asked = {"file_ids": [ident for ident, _, _, _ in sized], "cart_id": cart_id}
+        open_ids = set(connection.scalars(_UNSIZED_AMONG, asked))
         return [item for item in sized if item[0] in open_ids]
 
     @staticmethod

@@ -8,6 +8,7 @@ entity loading.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal_column,
     or_,
     select,
 )
@@ -103,7 +105,19 @@ def _file(row: Row[Any]) -> CartFile:
 
 
 def _cart_is_active(cart_id: ColumnElement[Any]) -> ColumnElement[bool]:
-    return select(carts.c.id).where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE)).exists()
+    return (
+        select(carts.c.id).where(carts.c.id == cart_id, _one_of(carts.c.status, _ACTIVE)).exists()
+    )
+
+
+def _one_of(status: ColumnElement[str], values: Iterable[str]) -> ColumnElement[bool]:
+    """`status IN (...)` with the statuses written into the SQL (they are the enum's
+    constants, never a client's text): unlike bound lists, such a statement can be run
+    for many rows at once (`executemany`)."""
+    written = list(values)
+    if not all(value.isalpha() for value in written):
+        raise ValueError(f"not statuses: {written!r}")
+    return status.in_([literal_column(f"'{value}'") for value in written])
 
 
 # The statements every file step runs, built once: building a statement costs about as
@@ -151,11 +165,36 @@ def _move_file_statement(expect: tuple[str, ...], columns: tuple[str, ...]) -> U
         files.update()
         .where(
             files.c.id == bindparam("file_id"),
-            files.c.status.in_(expect),
+            _one_of(files.c.status, expect),
             _cart_is_active(files.c.cart_id),
         )
         .values({name: bindparam(f"new_{name}") for name in columns})
     )
+
+
+#: A file verified: from any status that may become staged, while its cart is being made.
+_RECORD_VERIFIED = _move_file_statement(
+    tuple(sorted(status.value for status in file_sources(FileStatus.STAGED))),
+    tuple(
+        sorted(
+            [
+                "status",
+                "size",
+                "mtime",
+                "attempts",
+                "error",
+                "next_attempt_at",
+                "claimed_by",
+                "claimed_until",
+                "updated_at",
+            ]
+        )
+    ),
+)
+
+
+class _NotAllMoved(Exception):
+    """A group of files of which some could not be recorded verified."""
 
 
 class CartStore:
@@ -376,21 +415,36 @@ class CartStore:
 
         Returns the ids actually moved; a file whose cart was deleted or failed meanwhile
         is left as it is. One commit for a group of files is what makes a cart of many
-        small files cheap: a commit costs more than the update it commits.
+        small files cheap: a commit costs more than the update it commits. The group is
+        one `executemany` where the driver counts its rows: when every file moved, as
+        nearly always, that is the answer; else it is undone and each file is moved on
+        its own, to learn which.
         """
+        stamp = now()
+        rows = [
+            {
+                "file_id": file_id,
+                "new_status": FileStatus.STAGED.value,
+                "new_size": size,
+                "new_mtime": mtime,
+                "new_attempts": 0,
+                "new_error": None,
+                "new_next_attempt_at": None,
+                "new_claimed_by": None,
+                "new_claimed_until": None,
+                "new_updated_at": stamp,
+            }
+            for file_id, size, mtime in verified
+        ]
+        if len(rows) > 1 and self.engine.dialect.supports_sane_multi_rowcount:
+            with contextlib.suppress(_NotAllMoved), self._writing() as connection:
+                if connection.execute(_RECORD_VERIFIED, rows).rowcount != len(rows):
+                    raise _NotAllMoved  # rolls the group back
+                return {file_id for file_id, _, _ in verified}
         moved = set()
         with self._writing() as connection:
-            for file_id, size, mtime in verified:
-                fields = {
-                    "size": size,
-                    "mtime": mtime,
-                    "attempts": 0,
-                    "error": None,
-                    "next_attempt_at": None,
-                    "claimed_by": None,
-                    "claimed_until": None,
-                }
-                if self._move_file(connection, file_id, FileStatus.STAGED, None, fields):
+            for (file_id, _, _), row in zip(verified, rows, strict=True):
+                if connection.execute(_RECORD_VERIFIED, row).rowcount:
                     moved.add(file_id)
         return moved
 

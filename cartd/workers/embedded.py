@@ -29,7 +29,7 @@ Task = tuple[Kind, int]
 #: Most file steps a worker takes at once. Files taken together are recorded in one
 #: transaction; a worker takes no more than its share of the due steps, so files of a
 #: small cart are still pulled side by side.
-MAX_BATCH = 16
+MAX_BATCH = 64
 
 
 class EmbeddedRunner:

@@ -1,0 +1,44 @@
+"""Recording a group of files verified (a real SQLite database)."""
+
+from __future__ import annotations
+
+import time
+
+from cartd.db.store import CartStore
+from cartd.schemas import FileOrder
+from cartd.status import CartStatus, FileStatus
+
+
+def _cart(store: CartStore, uid: str, count: int) -> tuple[int, list[int]]:
+    cart, ids = store.create_cart(
+        uid, False, [FileOrder(f"{uid}{n}", f"{uid}/{n}", "md5", "0" * 32) for n in range(count)]
+    )
+    return cart.id, ids
+
+
+def test_a_group_is_recorded_verified_with_its_sizes(store: CartStore) -> None:
+    cart_id, ids = _cart(store, "a", 3)
+    assert store.claim_files(ids, "me", time.time() + 60)
+    assert store.record_verified([(ids[0], 10, 1.0), (ids[1], 20, 2.0)]) == {ids[0], ids[1]}
+    rows = {file.id: file for file in store.files_of(cart_id)}
+    assert [(rows[i].status, rows[i].size, rows[i].mtime) for i in ids[:2]] == [
+        (FileStatus.STAGED, 10, 1.0),
+        (FileStatus.STAGED, 20, 2.0),
+    ]
+    assert rows[ids[2]].status is FileStatus.WAITING
+    assert store.claim_files(ids, "another", time.time() + 60) == set(), "none free for another"
+
+
+def test_a_group_moves_only_the_files_of_carts_still_being_made(store: CartStore) -> None:
+    """A cart deleted while its files were pulled keeps none of them recorded: the group's
+    other files are still recorded, and only those are said to be."""
+    kept, kept_ids = _cart(store, "kept", 2)
+    gone, gone_ids = _cart(store, "gone", 2)
+    store.delete_uid("gone")
+    group = [(kept_ids[0], 1, 1.0), (gone_ids[0], 1, 1.0), (kept_ids[1], 1, 1.0)]
+    assert store.record_verified(group) == set(kept_ids)
+    assert {file.status for file in store.files_of(kept)} == {FileStatus.STAGED}
+    assert {file.status for file in store.files_of(gone)} == {FileStatus.WAITING}
+    deleted = store.get_cart(gone)
+    assert deleted is not None
+    assert deleted.status is CartStatus.DELETED
