@@ -18,10 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import schemathesis
 
 from tests.conftest import ServerFactory
 
@@ -52,12 +49,9 @@ def test_cartd_is_exactly_as_strict_as_its_openapi_description(
         "--exclude-checks", "not_a_server_error,positive_data_acceptance",
         "--no-color",
     ]  # fmt: skip
-    started = time.monotonic()
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
     )
-    elapsed = time.monotonic() - started
     report = result.stdout[-20000:] + result.stderr[-5000:]
     assert result.returncode == 0, report
     assert "Tested: 6" in report, report  # every operation of the description
-    assert elapsed < 120, f"schemathesis {schemathesis.__version__} took {elapsed:.0f}s"

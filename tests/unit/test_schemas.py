@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
-import uuid
 from typing import Any
 
 import pytest
@@ -52,7 +50,8 @@ def refused(body: bytes) -> str:
 
 
 @pytest.mark.parametrize(
-    "uid", [str(uuid.uuid4()), "36a", "a", "A.b_c-9", "x" * 64, "...", "-", "_"]
+    "uid",
+    ["2395442f-cf92-4b53-b9c0-88973bd524aa", "36a", "a", "A.b_c-9", "x" * 64, "...", "-", "_"],
 )
 def test_valid_uids(uid: str) -> None:
     assert validate_uid(uid) == uid
@@ -439,17 +438,15 @@ def test_a_file_id_key_other_than_id_is_ignored() -> None:
     assert parsed.files[0].archive_id == "real"
 
 
-# performance: a big order is parsed in well under a second on a quiet machine
+# a large order: every file is checked, to the last (its speed is bench/run.py's to measure)
 
 
-def test_an_order_of_100000_files_parses_quickly() -> None:
+def test_an_order_of_100000_files_is_checked_to_its_last_file() -> None:
     files = [entry(f"d{i % 100}/s{i % 7}/f{i}.dat", f"id{i}") for i in range(100_000)]
-    body = order(*files)
-    started = time.perf_counter()
-    parsed = parse_cart_order(body)
-    elapsed = time.perf_counter() - started
-    assert len(parsed.files) == 100_000
-    assert elapsed < 3.0, f"{elapsed:.2f}s"  # about 0.4 s here; generous for a busy CI host
+    assert len(parse_cart_order(order(*files)).files) == 100_000
+    clash = entry("d0/s0/f0.dat", "another")
+    with pytest.raises(InvalidRequest, match=r"d0/s0/f0\.dat"):
+        parse_cart_order(order(*files, clash))
 
 
 # the JSON Schema patterns say what the validators do
