@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -343,6 +344,21 @@ def purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def get(args: argparse.Namespace) -> int:
+    from cartd.client.command import main as get_main
+
+    return get_main(
+        server=args.server,
+        order=args.order,
+        files=args.file or [],
+        uid=args.uid,
+        output=args.output,
+        extract=args.extract,
+        plain=args.plain,
+        retries=args.retries,
+    )
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -350,6 +366,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, not {text!r}")
     return value
 
 
@@ -495,7 +521,78 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. '7 days ago', '12 hours ago', or an ISO date such as 2026-01-31T12:00",
     )
     old.set_defaults(handler=purge)
+    _add_get(commands)
     return parser
+
+
+GET_HELP = (
+    "Order a cart from a cart server (cartd, or the original Pacifica Cartd), show its"
+    " progress, download its tar into FILE.part, verify every member against the order's"
+    " checksums, then rename it to FILE and, with --extract, unpack it. Run again after an"
+    " interruption, the same command resumes FILE.part."
+)
+
+
+def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from cartd.client.errors import EXIT_CODES
+
+    fetch = commands.add_parser(
+        "get",
+        help="Order a cart, follow it, download and verify its tar.",
+        description=textwrap.fill(GET_HELP, 88),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument(
+        "order",
+        nargs="?",
+        metavar="ORDER.json",
+        help='the order, a JSON file in the POST body\'s format ({"fileids": [{"id",'
+        ' "path", "hashtype", "hashsum"}, ...], "bundle": false}); - reads it'
+        " from standard input",
+    )
+    fetch.add_argument(
+        "--server", required=True, metavar="URL", help="the cart server, e.g. http://127.0.0.1:8081"
+    )
+    fetch.add_argument(
+        "--file",
+        nargs=4,
+        action="append",
+        metavar=("ID", "PATH", "HASHTYPE", "HASHSUM"),
+        help="order this file instead of reading ORDER.json (repeat for more files)",
+    )
+    fetch.add_argument(
+        "--uid",
+        help="the cart's name (default: a new UUID, or the one of the part this command"
+        " left in the current folder)",
+    )
+    fetch.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where the tar goes (default <uid>.tar in the current folder); its name,"
+        " without .tar, is the tar's top folder (cartd names a bundled cart's after the uid)",
+    )
+    fetch.add_argument(
+        "--extract",
+        metavar="DIR",
+        help="unpack the verified tar into DIR, each file at DIR/<path> as the order put"
+        " it (the tar's top folder left out), safely: nothing lands outside DIR",
+    )
+    fetch.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain lines instead of bars, also on a terminal (the default elsewhere)",
+    )
+    fetch.add_argument(
+        "--retries",
+        type=_count,
+        default=4,
+        metavar="N",
+        help="times a download that broke off is asked again from where it broke, with"
+        " growing pauses, before giving up (default 4)",
+    )
+    fetch.set_defaults(handler=get)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,157 @@
+"""A thread that follows the cart while the main thread waits for it or downloads it.
+
+It asks `HEAD /<uid>` with `Prefer: wait=N` (a server that honours it answers when the
+cart changes; one that does not answers at once, and the thread pauses before asking
+again: a quarter second at first, half as long again each time nothing changed, at most
+two). While the cart is being made it looks at `GET /<uid>/files` at most every
+`FILES_EVERY` seconds for the file holding the cart up. It stops once the cart is ready,
+failed or gone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cartd.client.errors import TransferFailed
+from cartd.client.progress import Display
+from cartd.client.session import STAGING, CartSession, CartState, FileState
+
+#: Seconds a server that honours `Prefer: wait=N` on HEAD may hold the question.
+HEAD_WAIT = 5
+#: Least seconds between two looks at the files of a cart.
+FILES_EVERY = 3.0
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Pauses between two questions about a cart that did not change."""
+
+    initial: float = 0.25
+    factor: float = 1.5
+    cap: float = 2.0
+
+    def delay(self, unchanged: int) -> float:
+        return float(min(self.cap, self.initial * self.factor**unchanged))
+
+
+def holder_text(files: list[FileState]) -> str | None:
+    """The file that holds a cart up and why, in words; None when every file is staged.
+    A failed file first, then one on tape, one being retried, one being pulled, and one
+    not asked for yet."""
+    waiting = [file for file in files if file.status != "staged"]
+    if not waiting:
+        return None
+
+    def rank(file: FileState) -> int:
+        if file.status == "error":
+            return 0
+        if file.polls:
+            return 1
+        if file.attempts:
+            return 2
+        return 3 if file.status == STAGING else 4
+
+    file = min(waiting, key=rank)
+    if file.status == "error":
+        why = f"failed: {file.error or 'no reason given'}"
+    elif file.polls:
+        why = f"on tape, asked {file.polls} times"
+    elif file.attempts:
+        why = f"{file.attempts} failed tries, retrying ({file.error or 'no reason given'})"
+    elif file.status == STAGING:
+        why = "being staged"
+    else:
+        why = "waiting its turn"
+    others = len(waiting) - 1
+    more = f" (and {others} more files)" if others else ""
+    return f"{file.path}: {why}{more}"
+
+
+class Watcher:
+    """Follows one cart on a thread of its own; `next_state` waits for its next answer."""
+
+    def __init__(
+        self,
+        session: Callable[[], CartSession],
+        uid: str,
+        display: Display,
+        policy: PollPolicy = PollPolicy(),
+    ) -> None:
+        self._session = session
+        self._uid = uid
+        self._display = display
+        self._policy = policy
+        self._stopped = threading.Event()
+        self._changed = threading.Condition()
+        self._version = 0
+        self._latest: CartState | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name=f"watch-{uid}", daemon=True)
+
+    def start(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop at once; a question under way is answered into nothing."""
+        self._stopped.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def next_state(self, seen: int, timeout: float) -> tuple[int, CartState | None]:
+        """The first answer after the `seen`-th (or the latest, once the thread ended or
+        `timeout` passed), with its number."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._version > seen or self._finished or self._stopped.is_set(),
+                timeout,
+            )
+            return self._version, self._latest
+
+    def _tell(self, state: CartState) -> None:
+        with self._changed:
+            self._latest = state
+            self._version += 1
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        try:
+            with self._session() as session:
+                self._follow(session)
+        finally:
+            with self._changed:
+                self._finished = True
+                self._changed.notify_all()
+
+    def _follow(self, session: CartSession) -> None:
+        unchanged, previous = 0, None
+        files_at = 0.0
+        while not self._stopped.is_set():
+            asked = time.monotonic()
+            try:
+                state = session.state(self._uid, wait=HEAD_WAIT)
+            except TransferFailed:
+                state = None  # the download says what went wrong, if anything did
+            if self._stopped.is_set():
+                return
+            if state is not None:
+                self._display.staging(state)
+                self._tell(state)
+                if state.settled:
+                    self._display.holder(None)
+                    return
+                if state.phase is not None and time.monotonic() - files_at >= FILES_EVERY:
+                    files_at = time.monotonic()
+                    files = session.files(self._uid)
+                    if files is not None:
+                        self._display.holder(holder_text(files))
+            progress = (
+                None if state is None else (state.phase, state.files_staged, state.bytes_staged)
+            )
+            unchanged = unchanged + 1 if progress == previous else 0
+            previous = progress
+            pause = self._policy.delay(unchanged) - (time.monotonic() - asked)
+            self._stopped.wait(max(0.0, pause))
