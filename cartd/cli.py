@@ -14,11 +14,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cartd.config import Settings, load_settings
 from cartd.errors import CartdError, ConfigError
 from cartd.observability.logs import configure_logging
-from cartd.service.admin import AdminService, parse_time_ago
+
+if TYPE_CHECKING:  # the server's modules are imported by the commands that use them, so
+    # that `cartd get` and `--help` start without loading the database layer
+    from cartd.config import Settings
+    from cartd.service.admin import AdminService
 
 log = logging.getLogger("cartd")
 
@@ -34,11 +38,15 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from cartd.config import load_settings
+
     return load_settings(args.config)
 
 
 def _worker_settings(args: argparse.Namespace) -> Settings:
     """The settings, with `--metrics-port` over `cartd.metrics_port` when given."""
+    from cartd.config import load_settings
+
     if args.metrics_port is None:
         return _settings(args)
     return load_settings(args.config, metrics_port=args.metrics_port)
@@ -167,6 +175,7 @@ def dbsync(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace, *, check_schema: bool = True) -> Iterator[AdminService]:
     from cartd.db.store import CartStore
     from cartd.runtime import bring_over_originals, ensure_schema, open_engine
+    from cartd.service.admin import AdminService
     from cartd.storage import Volume
 
     settings = _settings(args)
@@ -234,6 +243,8 @@ def _ago(seconds: float) -> str:
 
 
 def stuck(args: argparse.Namespace) -> int:
+    from cartd.service.admin import parse_time_ago
+
     before = parse_time_ago(args.older_than)
     with _admin(args) as admin:
         found = admin.stuck(before)
@@ -335,6 +346,8 @@ def dump(args: argparse.Namespace) -> int:
 
 
 def purge(args: argparse.Namespace) -> int:
+    from cartd.service.admin import parse_time_ago
+
     before = parse_time_ago(args.time_ago)
     with _admin(args) as admin:
         purged = admin.purge(before)

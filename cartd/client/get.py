@@ -22,6 +22,7 @@ from typing import TextIO
 import httpx
 
 from cartd.client.errors import (
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     CartFailed,
@@ -44,7 +45,7 @@ from cartd.client.session import (
     refused,
 )
 from cartd.client.transfer import RetryPolicy, StartOver, TarBody, resumed_at
-from cartd.client.verify import MemberCheck, verify_tar
+from cartd.client.verify import MemberCheck, check_ending, verify_tar
 from cartd.client.watch import Watcher
 from cartd.errors import InvalidRequest
 from cartd.schemas import validate_uid
@@ -260,6 +261,7 @@ def _download(
             with body:
                 count = verify_tar(body, MemberCheck(request.order.members()))
                 body.drain()
+            check_ending(parts.part)
         except StartOver as changed:
             display.note("the server sent the whole tar again (it changed): starting over")
             parts.part.write_bytes(b"")
@@ -278,37 +280,50 @@ def _stderr_line(text: str, err: TextIO) -> None:
     print(f"cartd get: {text}", file=err, flush=True)
 
 
+def _check_server(server: str) -> None:
+    try:
+        url = httpx.URL(server)
+    except httpx.InvalidURL as exc:
+        raise OrderError(f"--server {server!r} is not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise OrderError(f"--server must be an http:// or https:// URL, not {server!r}")
+
+
 def run(
     request: GetRequest,
     display: Display,
     sessions: Sessions | None = None,
-    err: TextIO = sys.stderr,
+    err: TextIO | None = None,
 ) -> int:
-    """`get`, with its outcome as an exit code and a message on `err`."""
+    """`get`, with its outcome as an exit code and a message on `err` (standard error)."""
+    err = err or sys.stderr
     for noisy in ("httpx", "httpcore"):  # one line per request is not for a person
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    lines: list[str] = []
     try:
         try:
             if request.uid is not None:
                 validate_uid(request.uid)
         except InvalidRequest as exc:
             raise OrderError(exc.message) from None
-        if not request.server.startswith(("http://", "https://")):
-            raise OrderError(f"--server must be an http:// or https:// URL, not {request.server!r}")
+        _check_server(request.server)
         get(request, display, sessions or (lambda: CartSession(request.server)))
+        code = EXIT_OK
     except GetError as exc:
-        display.close()
-        prefix = "the cart failed: " if isinstance(exc, CartFailed) else ""
-        _stderr_line(prefix + exc.message, err)
+        code = exc.exit_code
+        lines.append(("the cart failed: " if isinstance(exc, CartFailed) else "") + exc.message)
         if isinstance(exc, TransferFailed):
-            _stderr_line("the part downloaded is kept: run the same command again to resume", err)
-        return exc.exit_code
+            lines.append("the part downloaded is kept: run the same command again to resume")
+    except OSError as exc:  # the disk: no space, no permission
+        code = EXIT_FAILED
+        lines.append(f"{exc.strerror or exc} ({exc.filename})")
     except KeyboardInterrupt:
-        display.close()
-        _stderr_line(
-            "interrupted; the part downloaded is kept: run the same command again to resume",
-            err,
+        code = EXIT_INTERRUPTED
+        lines.append(
+            "interrupted; the part downloaded is kept: run the same command again to resume"
         )
-        return EXIT_INTERRUPTED
-    display.close()
-    return EXIT_OK
+    finally:
+        display.close()  # before the message, so that no bar is drawn over it
+    for line in lines:
+        _stderr_line(line, err)
+    return code

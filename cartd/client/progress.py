@@ -74,8 +74,8 @@ def _rate(count: int, seconds: float) -> str:
 class PlainDisplay:
     """One line per notable change, progress at most every `PLAIN_EVERY` seconds."""
 
-    def __init__(self, out: TextIO = sys.stdout, every: float = PLAIN_EVERY) -> None:
-        self._out = out
+    def __init__(self, out: TextIO | None = None, every: float = PLAIN_EVERY) -> None:
+        self._out = out or sys.stdout
         self._every = every
         self._lock = threading.Lock()
         self._phase: tuple[str, str | None] | None = None

@@ -75,7 +75,7 @@ class TarBody(io.RawIOBase):
         self._sink = part.open("ab")
         self._written = have
         self._response: httpx.Response | None = response
-        self._chunks = response.iter_raw(CHUNK)
+        self._chunks = response.iter_raw()
         self._live = response.headers.get("Preference-Applied", "").lower() == "wait"
         self._reopen = reopen
         self._policy = policy
@@ -156,7 +156,7 @@ class TarBody(io.RawIOBase):
     def _connect(self) -> None:
         self._sink.flush()
         response = self._reopen(self._written)
-        self._response, self._chunks = response, response.iter_raw(CHUNK)
+        self._response, self._chunks = response, response.iter_raw()
         self._live = response.headers.get("Preference-Applied", "").lower() == "wait"
 
     def _close_response(self) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import BinaryIO
 
 from cartd.client.errors import VerificationFailed
@@ -21,6 +23,8 @@ from cartd.schemas import FileOrder
 CHUNK = 1 << 20
 #: Members named at most in a message about what is missing.
 NAMED = 5
+#: A tar ends with two blocks of zeros (and perhaps more, up to a whole record).
+END_OF_ARCHIVE = bytes(2 * tarfile.BLOCKSIZE)
 
 
 class MemberCheck:
@@ -107,3 +111,16 @@ def verify_tar(source: io.RawIOBase | BinaryIO, check: MemberCheck) -> int:
     except tarfile.TarError as exc:
         raise VerificationFailed(f"the download is not a whole, readable tar ({exc})") from None
     return check.finish()
+
+
+def check_ending(path: Path) -> None:
+    """Raise unless the tar at `path` ends with its end-of-archive blocks: a download
+    without a length (the original's) that broke off between two members would otherwise
+    pass for whole."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - len(END_OF_ARCHIVE)))
+        if size < len(END_OF_ARCHIVE) or handle.read() != END_OF_ARCHIVE:
+            raise VerificationFailed(
+                "the download ends without the tar's end-of-archive blocks (cut short?)"
+            )

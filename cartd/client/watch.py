@@ -85,6 +85,7 @@ class Watcher:
         self._display = display
         self._policy = policy
         self._stopped = threading.Event()
+        self._showing = threading.Lock()  # held while showing, so nothing shows after stop
         self._changed = threading.Condition()
         self._version = 0
         self._latest: CartState | None = None
@@ -96,8 +97,10 @@ class Watcher:
         return self
 
     def stop(self) -> None:
-        """Stop at once; a question under way is answered into nothing."""
-        self._stopped.set()
+        """Stop at once: nothing more is shown once this returns, and a question under way
+        is answered into nothing."""
+        with self._showing:
+            self._stopped.set()
         with self._changed:
             self._changed.notify_all()
 
@@ -110,6 +113,17 @@ class Watcher:
                 timeout,
             )
             return self._version, self._latest
+
+    def _show(self, state: CartState | None = None, holder: str | None = None) -> bool:
+        """Show a state, or the holder of the cart; False once stopped."""
+        with self._showing:
+            if self._stopped.is_set():
+                return False
+            if state is not None:
+                self._display.staging(state)
+            else:
+                self._display.holder(holder)
+            return True
 
     def _tell(self, state: CartState) -> None:
         with self._changed:
@@ -135,19 +149,18 @@ class Watcher:
                 state = session.state(self._uid, wait=HEAD_WAIT)
             except TransferFailed:
                 state = None  # the download says what went wrong, if anything did
-            if self._stopped.is_set():
-                return
             if state is not None:
-                self._display.staging(state)
+                if not self._show(state):
+                    return
                 self._tell(state)
                 if state.settled:
-                    self._display.holder(None)
+                    self._show(holder=None)
                     return
                 if state.phase is not None and time.monotonic() - files_at >= FILES_EVERY:
                     files_at = time.monotonic()
                     files = session.files(self._uid)
-                    if files is not None:
-                        self._display.holder(holder_text(files))
+                    if files is not None and not self._show(holder=holder_text(files)):
+                        return
             progress = (
                 None if state is None else (state.phase, state.files_staged, state.bytes_staged)
             )
