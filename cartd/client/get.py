@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -38,6 +38,7 @@ from cartd.client.progress import Display
 from cartd.client.session import (
     ERROR,
     MISSING,
+    READY,
     STAGING,
     CartSession,
     CartState,
@@ -118,6 +119,7 @@ def get(request: GetRequest, display: Display, sessions: Sessions) -> Fetched:
                 count = _download(session, watcher, request, parts, kept, display)
             finally:
                 watcher.stop()
+            _made(watcher.latest, display)
     except CartFailed:
         parts.discard()  # run again, the same command orders the cart anew
         raise
@@ -127,6 +129,21 @@ def get(request: GetRequest, display: Display, sessions: Sessions) -> Fetched:
         extract(parts.target, request.extract)
         display.note(f"unpacked into {request.extract}")
     return Fetched(parts.target, count, request.extract)
+
+
+def _made(last: CartState | None, display: Display) -> None:
+    """Show the cart made: a whole tar came, though the watcher may not have seen the
+    cart ready before the download ended."""
+    if last is not None and not last.settled:
+        display.staging(
+            replace(
+                last,
+                status=READY,
+                phase=None if last.phase is None else READY,
+                files_staged=last.files_total,
+                bytes_staged=last.bytes_total,
+            )
+        )
 
 
 def _ordered(
@@ -148,8 +165,13 @@ def _ordered(
             display.note(f"taking up cart {kept.uid}: {parts.size()} bytes already in {parts.part}")
         return kept
     parts.discard()
+    parts.part.write_bytes(b"")  # a folder that cannot be written to fails before the order
     uid = _uid_of(request, parts)
-    session.order(uid, request.order.body)
+    try:
+        session.order(uid, request.order.body)
+    except GetError:
+        parts.discard()
+        raise
     fresh = Resumable(request.server, uid, request.order.digest)
     parts.save(fresh)
     display.note(f"ordered cart {uid} of {len(request.order.files)} files from {request.server}")
@@ -215,8 +237,6 @@ def _download(
     have = parts.size() if kept.validator else 0
     if not have:
         parts.part.write_bytes(b"")
-    elif kept.validator:
-        display.note(f"resuming after {have} bytes, checking them again first")
     response = _answer(session, watcher, uid, name, have, kept.validator, request.policy)
     for _ in range(RESTARTS + 1):
         if response.status_code == 416:

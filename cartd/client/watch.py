@@ -104,6 +104,11 @@ class Watcher:
         with self._changed:
             self._changed.notify_all()
 
+    @property
+    def latest(self) -> CartState | None:
+        with self._changed:
+            return self._latest
+
     def next_state(self, seen: int, timeout: float) -> tuple[int, CartState | None]:
         """The first answer after the `seen`-th (or the latest, once the thread ended or
         `timeout` passed), with its number."""

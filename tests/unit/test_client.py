@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from cartd.bundle import Entry, iter_tar, layout
+from cartd.cli import build_parser
 from cartd.client.errors import (
     EXIT_MISMATCH,
     EXIT_USAGE,
@@ -198,7 +199,7 @@ def test_a_tar_cut_short_is_not_verified(tmp_path: Path) -> None:
     with pytest.raises(VerificationFailed, match="not a whole, readable tar"):
         check(order_of(CONTENTS), within_a_member)
     between_members = data[: data.index(CONTENTS["b.txt"]) - 512]
-    with pytest.raises(VerificationFailed, match="^missing from the tar: b.txt, deep/n+"):
+    with pytest.raises(VerificationFailed, match=r"^missing from the tar: b\.txt, deep/n+"):
         check(order_of(CONTENTS), between_members)
 
 
@@ -472,3 +473,38 @@ def test_extract_refuses_what_would_land_outside(tmp_path: Path) -> None:
         extract(tar, tmp_path / "out" / "in")
     assert not (tmp_path / "escaped").exists()
     assert not (tmp_path / "out" / "escaped").exists()
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "told"),
+    [
+        (["--uid", "../x"], "invalid cart uid '../x'"),
+        (["--server", "ftp://127.0.0.1/"], "--server must be an http:// or https:// URL"),
+        (["--order-is-bad"], "fileids[0].hashsum has 3 hex digits; md5 has 32"),
+    ],
+    ids=["uid", "server", "order"],
+)
+def test_usage_errors_exit_2_before_any_request(
+    args: list[str],
+    told: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    hashsum = "abc" if args == ["--order-is-bad"] else "0" * 32
+    order = tmp_path / "order.json"
+    order.write_text(
+        json.dumps({"fileids": [{"id": 1, "path": "p", "hashtype": "md5", "hashsum": hashsum}]})
+    )
+    given = [arg for arg in args if arg != "--order-is-bad"]
+    if "--server" not in given:
+        given += ["--server", "http://127.0.0.1:9"]  # nothing listens there: never asked
+    parsed = build_parser().parse_args(["get", str(order), *given])
+
+    assert parsed.handler(parsed) == EXIT_USAGE
+    assert told in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["order.json"]
