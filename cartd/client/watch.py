@@ -4,7 +4,8 @@ It asks `HEAD /<uid>` with `Prefer: wait=N` (a server that honours it answers wh
 cart changes; one that does not answers at once, and the thread pauses before asking
 again: a quarter second at first, half as long again each time nothing changed, at most
 two). While the cart is being made it looks at `GET /<uid>/files` at most every
-`FILES_EVERY` seconds for the file holding the cart up. It stops once the cart is ready,
+`FILES_EVERY` seconds for the file holding the cart up (less often for a cart whose view
+is long to send: `FILES_SHARE`). It stops once the cart is ready,
 failed or gone.
 """
 
@@ -23,6 +24,9 @@ from cartd.client.session import STAGING, CartSession, CartState, FileState
 HEAD_WAIT = 5
 #: Least seconds between two looks at the files of a cart.
 FILES_EVERY = 3.0
+#: At most this share of the time goes to looking at the files: a cart of 100,000 files,
+#: whose view takes a second, is looked at every 20 seconds.
+FILES_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ class Watcher:
 
     def _follow(self, session: CartSession) -> None:
         unchanged, previous = 0, None
-        files_at = 0.0
+        files_due = 0.0
         while not self._stopped.is_set():
             asked = time.monotonic()
             try:
@@ -161,9 +165,11 @@ class Watcher:
                 if state.settled:
                     self._show(holder=None)
                     return
-                if state.phase is not None and time.monotonic() - files_at >= FILES_EVERY:
-                    files_at = time.monotonic()
+                if state.phase is not None and time.monotonic() >= files_due:
+                    looked = time.monotonic()
                     files = session.files(self._uid)
+                    took = time.monotonic() - looked
+                    files_due = looked + max(FILES_EVERY, took / FILES_SHARE)
                     if files is not None and not self._show(holder=holder_text(files)):
                         return
             progress = (

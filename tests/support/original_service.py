@@ -1,7 +1,7 @@
 """The real Pacifica Cartd 0.7.0 serving: its CherryPy server and its Celery worker as
-processes of its own venv, on SQLite, a loopback port and the machine's RabbitMQ (its venv
-has no Redis client), in front
-of a given archive. Clients that must also work against the original are tested on it.
+processes of its own venv, on SQLite, a loopback port and the machine's RabbitMQ (its
+venv has no Redis client), in front of a given archive. Clients that must also work
+against the original are tested on it.
 
 Both processes run `original_server.py` with the venv's python: the original's own start
 code, with its tasks sent through a queue of this server's own (deleted on stop).
