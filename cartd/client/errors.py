@@ -51,8 +51,11 @@ class CartFailed(GetError):
 
 
 class TransferFailed(GetError):
-    """The server could not be reached or the download kept breaking off; FILE.part is
-    kept, and the same command run again takes it up."""
+    """The server could not be reached or the download kept breaking off; once a cart
+    was ordered, FILE.part is kept (`resumable`), and the same command run again takes
+    it up."""
+
+    resumable = False
 
 
 class VerificationFailed(GetError):

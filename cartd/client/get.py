@@ -123,6 +123,9 @@ def get(request: GetRequest, display: Display, sessions: Sessions) -> Fetched:
     except CartFailed:
         parts.discard()  # run again, the same command orders the cart anew
         raise
+    except TransferFailed as exc:
+        exc.resumable = parts.state.exists()
+        raise
     parts.complete()
     display.note(f"verified {count} files against the order's checksums; saved {parts.target}")
     if request.extract is not None:
@@ -332,7 +335,7 @@ def run(
     except GetError as exc:
         code = exc.exit_code
         lines.append(("the cart failed: " if isinstance(exc, CartFailed) else "") + exc.message)
-        if isinstance(exc, TransferFailed):
+        if isinstance(exc, TransferFailed) and exc.resumable:
             lines.append("the part downloaded is kept: run the same command again to resume")
     except OSError as exc:  # the disk: no space, no permission
         code = EXIT_FAILED
