@@ -8,16 +8,21 @@ import logging
 import os
 import socket
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cartd.config import Settings, load_settings
 from cartd.errors import CartdError, ConfigError
 from cartd.observability.logs import configure_logging
-from cartd.service.admin import AdminService, parse_time_ago
+
+if TYPE_CHECKING:  # the server's modules are imported by the commands that use them, so
+    # that `cartd get` and `--help` start without loading the database layer
+    from cartd.config import Settings
+    from cartd.service.admin import AdminService
 
 log = logging.getLogger("cartd")
 
@@ -33,11 +38,15 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from cartd.config import load_settings
+
     return load_settings(args.config)
 
 
 def _worker_settings(args: argparse.Namespace) -> Settings:
     """The settings, with `--metrics-port` over `cartd.metrics_port` when given."""
+    from cartd.config import load_settings
+
     if args.metrics_port is None:
         return _settings(args)
     return load_settings(args.config, metrics_port=args.metrics_port)
@@ -166,6 +175,7 @@ def dbsync(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace, *, check_schema: bool = True) -> Iterator[AdminService]:
     from cartd.db.store import CartStore
     from cartd.runtime import bring_over_originals, ensure_schema, open_engine
+    from cartd.service.admin import AdminService
     from cartd.storage import Volume
 
     settings = _settings(args)
@@ -233,6 +243,8 @@ def _ago(seconds: float) -> str:
 
 
 def stuck(args: argparse.Namespace) -> int:
+    from cartd.service.admin import parse_time_ago
+
     before = parse_time_ago(args.older_than)
     with _admin(args) as admin:
         found = admin.stuck(before)
@@ -334,6 +346,8 @@ def dump(args: argparse.Namespace) -> int:
 
 
 def purge(args: argparse.Namespace) -> int:
+    from cartd.service.admin import parse_time_ago
+
     before = parse_time_ago(args.time_ago)
     with _admin(args) as admin:
         purged = admin.purge(before)
@@ -343,6 +357,21 @@ def purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def get(args: argparse.Namespace) -> int:
+    from cartd.client.command import main as get_main
+
+    return get_main(
+        server=args.server,
+        order=args.order,
+        files=args.file or [],
+        uid=args.uid,
+        output=args.output,
+        extract=args.extract,
+        plain=args.plain,
+        retries=args.retries,
+    )
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -350,6 +379,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, not {text!r}")
     return value
 
 
@@ -495,7 +534,78 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. '7 days ago', '12 hours ago', or an ISO date such as 2026-01-31T12:00",
     )
     old.set_defaults(handler=purge)
+    _add_get(commands)
     return parser
+
+
+GET_HELP = (
+    "Order a cart from a cart server (cartd, or the original Pacifica Cartd), show its"
+    " progress, download its tar into FILE.part, verify every member against the order's"
+    " checksums, then rename it to FILE and, with --extract, unpack it. Run again after an"
+    " interruption, the same command resumes FILE.part."
+)
+
+
+def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from cartd.client.errors import EXIT_CODES
+
+    fetch = commands.add_parser(
+        "get",
+        help="Order a cart, follow it, download and verify its tar.",
+        description=textwrap.fill(GET_HELP, 88),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument(
+        "order",
+        nargs="?",
+        metavar="ORDER.json",
+        help='the order, a JSON file in the POST body\'s format ({"fileids": [{"id",'
+        ' "path", "hashtype", "hashsum"}, ...], "bundle": false}); - reads it'
+        " from standard input",
+    )
+    fetch.add_argument(
+        "--server", required=True, metavar="URL", help="the cart server, e.g. http://127.0.0.1:8081"
+    )
+    fetch.add_argument(
+        "--file",
+        nargs=4,
+        action="append",
+        metavar=("ID", "PATH", "HASHTYPE", "HASHSUM"),
+        help="order this file instead of reading ORDER.json (repeat for more files)",
+    )
+    fetch.add_argument(
+        "--uid",
+        help="the cart's name (default: a new UUID, or the one of the part this command"
+        " left in the current folder)",
+    )
+    fetch.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where the tar goes (default <uid>.tar in the current folder); its name,"
+        " without .tar, is the tar's top folder (cartd names a bundled cart's after the uid)",
+    )
+    fetch.add_argument(
+        "--extract",
+        metavar="DIR",
+        help="unpack the verified tar into DIR, each file at DIR/<path> as the order put"
+        " it (the tar's top folder left out), safely: nothing lands outside DIR",
+    )
+    fetch.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain lines instead of bars, also on a terminal (the default elsewhere)",
+    )
+    fetch.add_argument(
+        "--retries",
+        type=_count,
+        default=4,
+        metavar="N",
+        help="times a download that broke off is asked again from where it broke, with"
+        " growing pauses, before giving up (default 4)",
+    )
+    fetch.set_defaults(handler=get)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
