@@ -142,6 +142,20 @@ def test_an_event_is_sent_again_while_the_receiver_answers_500(
     assert callbacks(client, "retried") == before["retried"] + 2
 
 
+def test_each_cart_of_a_uid_ordered_again_tells_its_own_callback(
+    client: httpx.Client, receiver: Receiver, store_files: Store
+) -> None:
+    uid = new_id("cart")
+    order(client, uid, store_files({"a.txt": b"first\n"}), f"{receiver.url}/first/{uid}")
+    order(client, uid, store_files({"a.txt": b"second\n"}), f"{receiver.url}/second/{uid}")
+
+    [first] = receiver.wait_for(f"/first/{uid}")
+    [second] = receiver.wait_for(f"/second/{uid}")
+    assert first.event["uid"] == second.event["uid"] == uid
+    assert first.event["event_id"] != second.event["event_id"]
+    assert first.event["ordered_at"] < second.event["ordered_at"]
+
+
 def test_a_receiver_refusing_with_a_4xx_is_not_asked_again(
     client: httpx.Client, server: CartdServer, receiver: Receiver, store_files: Store
 ) -> None:

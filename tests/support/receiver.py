@@ -89,6 +89,8 @@ class Receiver(Running):
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 status = receiver._record(self.path, headers, body)
                 self.send_response(status)
+                if 300 <= status < 400:  # elsewhere: a sender must not follow it
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -404,3 +405,25 @@ def test_no_answer_is_tried_again(store: CartStore, delivery: CallbackDelivery) 
     [row] = _rows(store)
     assert row["attempts"] == 1
     assert "ConnectError" in str(row["last_error"])
+
+
+def test_a_receiver_that_never_answers_times_out() -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog) and says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        sender = HttpSender(SECRET, timeout=0.2)
+        try:
+            answer = sender.send(f"http://127.0.0.1:{silent.getsockname()[1]}/", "e", b"{}")
+        finally:
+            sender.close()
+    assert answer == Answer(None, "no answer within 0.2s (ReadTimeout)")
+    assert verdict(answer) is Verdict.RETRY
+
+
+def test_a_redirect_is_not_followed(
+    store: CartStore, receiver: Receiver, delivery: CallbackDelivery
+) -> None:
+    receiver.answer(307)
+    _ended(store, "m", f"{receiver.url}/m")
+    assert delivery.deliver_due() == [Verdict.GIVE_UP]
+    assert [got.answered for got in receiver.received] == [307]
