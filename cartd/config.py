@@ -8,6 +8,7 @@ key set in both places is reported so a deployment learns which value won.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import logging
 import os
 import re
@@ -17,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from cartd.errors import ConfigError
 
@@ -50,6 +59,51 @@ def parse_size(text: str | int) -> int:
         return int(float(number))
     base = 1024 if binary or last == "b" else 1000
     return int(float(number) * base ** _EXPONENT[prefix.lower()])
+
+
+#: Shortest accepted `callback_secret`: a shorter HMAC key is guessed too easily.
+CALLBACK_SECRET_MIN = 16
+
+#: One entry of `callback_hosts`: a lower-case host name, IPv4 address or bracketed IPv6
+#: address, and the one port allowed (None: any port).
+CallbackHost = tuple[str, int | None]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+
+
+def parse_callback_host(text: str) -> CallbackHost:
+    """`host`, `host:port`, `[v6]` or `[v6]:port`, as a pair; ValueError naming the entry.
+
+    Host names are lower-cased (DNS ignores case); an IPv6 address is kept in its shortest
+    form, the only spelling a callback URL is then matched against.
+    """
+    entry = text.strip().lower()
+    host, port_text = entry, ""
+    if entry.startswith("["):
+        close = entry.find("]")
+        host, rest = entry[: close + 1], entry[close + 1 :]
+        if close == -1 or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text.strip()!r} is not host[:port]")
+        port_text = rest[1:] if rest else ""
+        try:
+            address = ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{text.strip()!r}: not an IPv6 address in brackets") from None
+        host = f"[{address.compressed}]"
+    else:
+        host, colon, port_text = entry.partition(":")
+        if colon and not port_text:
+            raise ValueError(f"{text.strip()!r} has an empty port")
+        labels = host.split(".")
+        if not all(_LABEL.match(label) for label in labels) or len(host) > 253:
+            raise ValueError(f"{text.strip()!r}: not a host name or IPv4 address")
+    port = None
+    if port_text or entry.endswith(":"):
+        if not _PORT.match(port_text) or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{text.strip()!r}: the port must be 1 to 65535")
+        port = int(port_text)
+    return host, port
 
 
 @dataclass(frozen=True)
@@ -294,6 +348,51 @@ KEYS: tuple[Key, ...] = (
         "Seconds a step's claim on a file or cart lasts unless renewed (renewed while the step"
         " runs); the work of a process that died is taken up after at most this long.",
     ),
+    Key(
+        "callback_hosts",
+        "cartd",
+        "callback_hosts",
+        "CARTD_CALLBACK_HOSTS",
+        "Comma-separated `host[:port]` an order's `callback` may name (unset: callbacks are"
+        " not enabled, and an order with one gets 400).",
+    ),
+    Key(
+        "callback_secret",
+        "cartd",
+        "callback_secret",
+        "CARTD_CALLBACK_SECRET",
+        "Shared secret of the HMAC-SHA256 signing every callback; needed once"
+        " `callback_hosts` is set.",
+    ),
+    Key(
+        "callback_attempts",
+        "cartd",
+        "callback_attempts",
+        "CARTD_CALLBACK_ATTEMPTS",
+        "Tries of one callback event (a 5xx, 408 or 429 answer, no answer) before it is given up.",
+    ),
+    Key(
+        "callback_retry_initial",
+        "cartd",
+        "callback_retry_initial",
+        "CARTD_CALLBACK_RETRY_INITIAL",
+        "Seconds before the first retry of a callback event; doubles each time.",
+    ),
+    Key(
+        "callback_retry_max",
+        "cartd",
+        "callback_retry_max",
+        "CARTD_CALLBACK_RETRY_MAX",
+        "Longest wait between two tries of a callback event.",
+    ),
+    Key(
+        "callback_timeout",
+        "cartd",
+        "callback_timeout",
+        "CARTD_CALLBACK_TIMEOUT",
+        "Seconds a callback's receiver has to connect, read and answer (each), else the try"
+        " counts as failed.",
+    ),
 )
 KEYS_BY_FIELD = {key.field: key for key in KEYS}
 
@@ -337,6 +436,13 @@ class Settings(BaseModel):
     poll_max: float = Field(300.0, gt=0)
     claim_seconds: float = Field(60.0, ge=1)
     max_order_size: int = Field(32 * 1024 * 1024, ge=1)
+    #: Where an order's callback may go: (host, port or None for any port), lower case.
+    callback_hosts: tuple[CallbackHost, ...] = ()
+    callback_secret: SecretStr | None = Field(None, validate_default=True)
+    callback_attempts: int = Field(15, ge=1)
+    callback_retry_initial: float = Field(1.0, ge=0)
+    callback_retry_max: float = Field(600.0, ge=0)
+    callback_timeout: float = Field(10.0, gt=0)
 
     @field_validator("transfer_size", "volume_size_limit", "max_order_size", mode="before")
     @classmethod
@@ -373,6 +479,35 @@ class Settings(BaseModel):
     @classmethod
     def _unset_is_zero(cls, value: Any) -> Any:
         return 0 if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
+
+    @field_validator("callback_hosts", mode="before")
+    @classmethod
+    def _callback_hosts(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return tuple(parse_callback_host(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("callback_secret", mode="before")
+    @classmethod
+    def _no_secret(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _secret_when_enabled(cls, value: SecretStr | None, info: ValidationInfo) -> Any:
+        # A callback is always signed: with hosts to send to and no secret, refuse to start
+        # rather than send events a receiver cannot tell from forgeries.
+        if value is None and info.data.get("callback_hosts"):
+            raise ValueError(
+                "must be set when cartd.callback_hosts is (every callback is signed with it)"
+            )
+        if value is not None and len(value.get_secret_value()) < CALLBACK_SECRET_MIN:
+            raise ValueError(
+                f"must be at least {CALLBACK_SECRET_MIN} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return value
 
     @property
     def pool_size(self) -> int:

@@ -61,3 +61,21 @@ class StuckCart:
     files_verified: int
     last_progress: datetime  # the newest write to the cart's row or any of its files' rows
     holding: list[CartFile]  # its files not verified yet, in order
+
+
+@dataclass(frozen=True)
+class CallbackEvent:
+    """One event of the outbox: what a cart's callback is told, and how its sending goes."""
+
+    id: int  # the outbox row
+    event_id: str  # the event's identity, the same on every try
+    cart_id: int
+    uid: str
+    url: str
+    status: CartStatus  # READY or ERROR
+    message: str  # the cart's error; empty when ready
+    files_total: int
+    bytes_total: int  # of the files sized (all of them, when ready)
+    ordered_at: datetime  # the cart's creation: tells two carts of one uid apart
+    occurred_at: datetime  # when the cart became ready or failed
+    attempts: int  # tries made so far

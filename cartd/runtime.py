@@ -9,15 +9,20 @@ from functools import partial
 from sqlalchemy import Engine
 
 from cartd.archive import Archive, open_archive
+from cartd.callbacks import Sender
+from cartd.callbacks.http import HttpSender
 from cartd.config import Settings
 from cartd.db import migrate
 from cartd.db.engine import database_url, make_engine, wait_for_database
 from cartd.db.original import OriginalTables
+from cartd.db.outbox import Outbox
 from cartd.db.space import SpaceLedger
 from cartd.db.store import CartStore
 from cartd.errors import ConfigError
 from cartd.observability.metrics import Metrics, VolumeSnapshot, multiprocess_dir
+from cartd.schemas import CallbackRule
 from cartd.service.backoff import Backoff
+from cartd.service.callbacks import CallbackDelivery, CallbackPolicy
 from cartd.service.carts import CartService
 from cartd.service.original import OriginalImport
 from cartd.service.pipeline import Pipeline, PipelinePolicy
@@ -41,11 +46,15 @@ class Runtime:
     runner: Runner
     carts: CartService
     metrics: Metrics
+    #: What sends callback events, when callbacks are enabled (`cartd.callback_hosts`).
+    callback_sender: Sender | None = None
 
     def close(self) -> None:
         self.runner.stop()
         self.carts.close()
         self.archive.close()
+        if self.callback_sender is not None:
+            self.callback_sender.close()
         self.engine.dispose()
 
 
@@ -157,7 +166,22 @@ def build_runtime(settings: Settings, *, api: bool = True) -> Runtime:
         )
     else:
         metrics = Metrics()
-    pipeline = Pipeline(store, space, volume, archive, policy, metrics)
+    rule = CallbackRule(settings.callback_hosts)
+    sender = open_callbacks(settings) if rule.enabled else None
+    delivery = None
+    if sender is not None:
+        delivery = CallbackDelivery(
+            Outbox(engine),
+            sender,
+            rule,
+            CallbackPolicy(
+                retry=Backoff(settings.callback_retry_initial, 2.0, settings.callback_retry_max),
+                attempts=settings.callback_attempts,
+                lease=max(settings.claim_seconds, 3 * settings.callback_timeout),
+            ),
+            metrics,
+        )
+    pipeline = Pipeline(store, space, volume, archive, policy, metrics, delivery)
     runner = make_runner(settings, pipeline, store, volume)
     carts = CartService(
         store,
@@ -166,7 +190,15 @@ def build_runtime(settings: Settings, *, api: bool = True) -> Runtime:
         bundle_default=settings.bundle_task,
         chunk_size=settings.transfer_size,
         metrics=metrics,
+        callbacks=rule,
     )
     return Runtime(
-        settings, engine, store, space, volume, archive, pipeline, runner, carts, metrics
+        settings, engine, store, space, volume, archive, pipeline, runner, carts, metrics, sender
     )
+
+
+def open_callbacks(settings: Settings) -> Sender:
+    """The sender of callback events; only called with callbacks enabled, when the
+    settings hold a secret (they refuse hosts without one)."""
+    assert settings.callback_secret is not None
+    return HttpSender(settings.callback_secret.get_secret_value(), settings.callback_timeout)

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Final
 from urllib.parse import unquote
 
@@ -314,6 +315,138 @@ class FileOrder:
     ]
 
 
+#: Longest `callback` URL, in characters.
+CALLBACK_MAX_CHARS: Final = 2048
+#: A TCP port, 1 to 65535, written without leading zeros.
+_PORT_NUMBER = (
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+#: What may follow a callback's host and port: a path, query and fragment of the URL
+#: characters of RFC 3986 (no space, no `\`, no `[` `]`, nothing outside ASCII), each `%`
+#: starting an escape. The authority ends at the first `/`, `?` or `#`, so nothing after
+#: the host can be taken for another host or a user name.
+_URL_REST = r"(?:[/?#](?:[A-Za-z0-9._~!$&'()*+,;=:@/?#-]|%[0-9A-Fa-f]{2})*)?"
+_SCHEME_PORTS = (("http", 80), ("https", 443))
+
+#: One entry of `cartd.callback_hosts`: a lower-case host, and its one port (None: any).
+CallbackHost = tuple[str, int | None]
+
+
+def _host_pattern(host: str) -> str:
+    """A host as configured, matched in any letter case (DNS ignores case); valid in Python
+    and ECMA 262 alike."""
+    escaped = {".": r"\.", "[": r"\[", "]": r"\]"}
+    return "".join(f"[{c}{c.upper()}]" if c.isalpha() else escaped.get(c, c) for c in host)
+
+
+def _host_text(host: CallbackHost) -> str:
+    name, port = host
+    return name if port is None else f"{name}:{port}"
+
+
+@dataclass(frozen=True)
+class CallbackRule:
+    """Where an order's `callback` may point, from `cartd.callback_hosts`: an http or https
+    URL (lower-case scheme) whose host is one of `hosts`, on the port an entry names (or
+    the scheme's default port, 80 or 443, left out) or on any port for an entry without
+    one; no user name or password; at most `CALLBACK_MAX_CHARS` characters.
+
+    The rule is one regular expression, `pattern`: it decides what is accepted, here and
+    again before each send, and it is what the OpenAPI description states.
+    """
+
+    hosts: tuple[CallbackHost, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hosts)
+
+    @cached_property
+    def pattern(self) -> str:
+        schemes = []
+        for scheme, default in _SCHEME_PORTS:
+            alternatives = []
+            for host, port in self.hosts:
+                name = _host_pattern(host)
+                if port is None:
+                    alternatives.append(f"{name}(?::{_PORT_NUMBER})?")
+                else:
+                    alternatives.append(f"{name}:{port}")
+                    if port == default:
+                        alternatives.append(name)
+            schemes.append(f"{scheme}://(?:{'|'.join(alternatives)})")
+        return f"^(?:{'|'.join(schemes)}){_URL_REST}$"
+
+    @cached_property
+    def _compiled(self) -> re.Pattern[str]:
+        return re.compile(self.pattern)
+
+    def allows(self, url: str) -> bool:
+        return (
+            self.enabled
+            and len(url) <= CALLBACK_MAX_CHARS
+            and self._compiled.fullmatch(url) is not None
+        )
+
+    def check(self, url: str) -> str:
+        """The URL when allowed; else raise `InvalidRequest` saying why."""
+        if self.allows(url):
+            return url
+        raise InvalidRequest(f"'callback' {self._why_not(url)}")
+
+    def _why_not(self, url: str) -> str:
+        """Why a URL the rule refuses is refused, in words (the pattern decided)."""
+        if not self.enabled:
+            return "is not accepted: callbacks are not enabled on this server"
+        if len(url) > CALLBACK_MAX_CHARS:
+            return f"is over {CALLBACK_MAX_CHARS} characters"
+        if not url.startswith(("http://", "https://")):
+            return "must be an http:// or https:// URL (scheme in lower case)"
+        authority = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
+        if "@" in authority:
+            return "must not carry a user name or password"
+        allowed = ", ".join(_host_text(host) for host in self.hosts)
+        if not self._compiled.fullmatch(url.split("://", 1)[0] + "://" + authority):
+            return (
+                f"names {authority[:300]!r}, to which this server sends no callbacks"
+                f" (allowed: {allowed})"
+            )
+        return (
+            "may hold after its host only the URL characters A-Z a-z 0-9 - . _ ~ ! $ & '"
+            " ( ) * + , ; = : @ / ? # and %XX escapes"
+        )
+
+    def json_schema(self) -> JsonSchemaValue:
+        """The `callback` property of the order's OpenAPI description."""
+        if not self.enabled:
+            return {
+                "type": "null",
+                "description": "a URL to send the cart's ready or error event to; callbacks"
+                " are not enabled on this server (`cartd.callback_hosts` is not set), so"
+                " only null (or no `callback`) is accepted",
+            }
+        return {
+            "anyOf": [
+                {"type": "string", "maxLength": CALLBACK_MAX_CHARS, "pattern": self.pattern},
+                {"type": "null"},
+            ],
+            "description": "a URL that gets a signed JSON event (POST) when the cart becomes"
+            " ready or fails: http:// or https:// (lower case), to one of the hosts"
+            f" {', '.join(_host_text(host) for host in self.hosts)} (an entry without a port"
+            " allows any port; one with a port allows that port, and the scheme's default"
+            " port left out when it is 80 for http or 443 for https), no user name or"
+            f" password, at most {CALLBACK_MAX_CHARS} characters; null or absent: none",
+        }
+
+
+def _callback(value: str, info: ValidationInfo) -> str:
+    rule = info.context.get("callbacks") if isinstance(info.context, dict) else None
+    try:
+        return (rule or CallbackRule()).check(value)
+    except InvalidRequest as exc:
+        raise _refuse(exc.message.removeprefix("'callback' ")) from None
+
+
 class Order(BaseModel):
     """The body of `POST /<uid>`. Keys not named here are ignored."""
 
@@ -329,6 +462,16 @@ class Order(BaseModel):
         description="true: write the tar once onto the volume when the cart is ready;"
         " false: stream it from the staged files; absent or null: the configured default",
     )
+    #: Described by `CallbackRule.json_schema`, which depends on the configuration.
+    callback: Annotated[str, Strict(), AfterValidator(_callback)] | None = None
+
+
+def order_json_schema(callbacks: CallbackRule, ref_template: str) -> JsonSchemaValue:
+    """The order's JSON Schema as this server checks it: its `callback` property states
+    the hosts the configuration allows."""
+    schema = Order.model_json_schema(ref_template=ref_template)
+    schema["properties"]["callback"] = callbacks.json_schema()
+    return schema
 
 
 def validate_uid(uid: str) -> str:
@@ -361,6 +504,7 @@ def validate_download_name(name: str | None, default: str) -> str:
 class CartOrder:
     files: tuple[FileOrder, ...]
     bundle: bool | None
+    callback: str | None = None
 
 
 def _field_rule(field: str, error: ErrorDetails) -> str:
@@ -388,6 +532,10 @@ def _problem(errors: list[ErrorDetails]) -> str:
         return "the request body must be a JSON object with a 'fileids' list"
     if loc[0] == "bundle":
         return "'bundle' must be true or false"
+    if loc[0] == "callback":
+        if error["type"] == "cartd":
+            return f"'callback' {error['msg']}"
+        return "'callback' must be a URL (a string) or null"
     if len(loc) == 1:
         if error["type"] == "missing":
             return "the request body lacks 'fileids'"
@@ -431,8 +579,9 @@ def _check_layout(files: list[FileOrder]) -> None:
             cut = path.find("/", cut + 1)
 
 
-def parse_cart_order(body: bytes) -> CartOrder:
-    """Parse and check a POST body; raise `InvalidRequest` saying what is wrong.
+def parse_cart_order(body: bytes, callbacks: CallbackRule | None = None) -> CartOrder:
+    """Parse and check a POST body; raise `InvalidRequest` saying what is wrong. A
+    `callback` is checked against `callbacks` (none given: callbacks are not enabled).
 
     Python's own JSON reader is used rather than pydantic's, which refuses a body with a
     lone surrogate (`"\\ud800"`) without saying where: this way the message names the field.
@@ -444,8 +593,8 @@ def parse_cart_order(body: bytes) -> CartOrder:
     except RecursionError:
         raise InvalidRequest("the request body is nested too deeply") from None
     try:
-        order = Order.model_validate(document)
+        order = Order.model_validate(document, context={"callbacks": callbacks})
     except ValidationError as exc:
         raise InvalidRequest(_problem(exc.errors(include_url=False))) from None
     _check_layout(order.fileids)
-    return CartOrder(tuple(order.fileids), order.bundle)
+    return CartOrder(tuple(order.fileids), order.bundle, order.callback)

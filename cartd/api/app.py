@@ -20,7 +20,7 @@ from cartd.api.views import error_body
 from cartd.config import Settings
 from cartd.errors import CartdError
 from cartd.runtime import Runtime, build_runtime
-from cartd.schemas import Order
+from cartd.schemas import CallbackRule, order_json_schema
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,16 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
 def _describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """The OpenAPI description as cartd answers: a request FastAPI would refuse with 422
     gets a 400 here, and the order's body is `cartd.schemas.Order`, the model that
-    validates it (the route reads the raw body, so FastAPI does not know it)."""
+    validates it (the route reads the raw body, so FastAPI does not know it), with the
+    callback hosts this server allows."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        order = Order.model_json_schema(ref_template="#/components/schemas/{model}")
+        order = order_json_schema(
+            CallbackRule(settings.callback_hosts), ref_template="#/components/schemas/{model}"
+        )
         components.update(order.pop("$defs", {}))
         components["Order"] = order
         body = schema["paths"]["/{uid}"]["post"]["requestBody"]

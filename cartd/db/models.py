@@ -47,6 +47,8 @@ class CartRow(Base):
     #: ends unless renewed: two workers never size or bundle one cart at once.
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     claimed_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: The URL the order asked to be told at when the cart becomes ready or fails.
+    callback: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FileRow(Base):
@@ -107,3 +109,33 @@ class OriginalImportRow(Base):
     #: What became of it (`cartd.db.original.Outcome`).
     outcome: Mapped[str] = mapped_column(String(16))
     imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CallbackEventRow(Base):
+    """An event to send to a cart's callback: the outbox. Written in the transaction that
+    makes the cart ready or failed, so a process that dies before sending it loses
+    nothing; deleted once delivered or given up. It outlives its cart's rows (no foreign
+    key): a cart deleted after it became ready still has that told."""
+
+    __tablename__ = "callback_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The event's identity, in its body and `X-Cartd-Event-Id`: the same on every try,
+    #: so a receiver can drop a second delivery.
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    cart_id: Mapped[int] = mapped_column(Integer)
+    uid: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    files_total: Mapped[int] = mapped_column(Integer)
+    bytes_total: Mapped[int] = mapped_column(BigInteger)
+    ordered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Unix time of the next try.
+    next_attempt_at: Mapped[float] = mapped_column(Double, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The sender trying it now, and until when (as a file's claim): one sender at a time.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    claimed_until: Mapped[float | None] = mapped_column(Double, nullable=True)

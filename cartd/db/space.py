@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import BindParameter
 from cartd.db.copies import HOLDING, already_counted, duplicate_bytes, freed_by
 from cartd.db.engine import Writer
 from cartd.db.models import VolumeLockRow
-from cartd.db.store import carts, files, now
+from cartd.db.store import carts, files, now, record_callback_event
 from cartd.space_plan import NO_SPACE, Candidate, plan_space
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
@@ -261,7 +261,7 @@ class SpaceLedger:
         """End a cart for want of space, holding nothing: its files verified so far count
         as waiting again (the caller removes them from the volume)."""
         stamp = now()
-        connection.execute(
+        ended = connection.execute(
             carts.update()
             .where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE))
             .values(
@@ -270,7 +270,9 @@ class SpaceLedger:
                 reserved_bytes=None,
                 updated_at=stamp,
             )
-        )
+        ).rowcount
+        if ended:
+            record_callback_event(connection, cart_id, CartStatus.ERROR, NO_SPACE, stamp)
         connection.execute(
             files.update()
             .where(files.c.cart_id == cart_id, files.c.status == FileStatus.STAGED.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,13 +34,14 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement, Update
 
 from cartd.db.engine import Writer
-from cartd.db.models import CartRow, FileRow
+from cartd.db.models import CallbackEventRow, CartRow, FileRow
 from cartd.records import Cart, CartFile, Progress, StuckCart
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
 carts = cast(Table, CartRow.__table__)
 files = cast(Table, FileRow.__table__)
+events = cast(Table, CallbackEventRow.__table__)
 
 _ACTIVE = [status.value for status in CartStatus if status.is_active]
 
@@ -158,6 +160,47 @@ _PENDING = (
 )
 
 
+#: The statuses a cart's callback is told of.
+CALLBACK_STATUSES = frozenset({CartStatus.READY, CartStatus.ERROR})
+
+
+def record_callback_event(
+    connection: Connection, cart_id: int, status: CartStatus, message: str, stamp: datetime
+) -> bool:
+    """Queue the event of a cart that has just become ready or failed, for its callback, in
+    the caller's transaction: the one that moved the cart. So the event is written exactly
+    when the status is, and a process that dies before sending it loses nothing (the
+    outbox, `cartd.db.outbox`). A cart without a callback queues nothing."""
+    assert status in CALLBACK_STATUSES, status
+    cart = connection.execute(
+        select(carts.c.uid, carts.c.callback, carts.c.created_at).where(carts.c.id == cart_id)
+    ).first()
+    if cart is None or cart.callback is None:
+        return False
+    total, size = connection.execute(
+        select(func.count(files.c.id), func.coalesce(func.sum(files.c.size), 0)).where(
+            files.c.cart_id == cart_id
+        )
+    ).one()
+    connection.execute(
+        events.insert().values(
+            event_id=str(uuid.uuid4()),
+            cart_id=cart_id,
+            uid=cart.uid,
+            url=cart.callback,
+            status=status.value,
+            message=message,
+            files_total=int(total),
+            bytes_total=int(size),
+            ordered_at=_aware(cart.created_at),
+            occurred_at=stamp,
+            attempts=0,
+            next_attempt_at=time.time(),
+        )
+    )
+    return True
+
+
 @lru_cache(maxsize=128)
 def _move_file_statement(expect: tuple[str, ...], columns: tuple[str, ...]) -> Update:
     """The conditional update of a file, for one set of allowed statuses and columns."""
@@ -224,7 +267,11 @@ class CartStore:
     # -- carts ---------------------------------------------------------------------------
 
     def create_cart(
-        self, uid: str, bundle: bool, orders: Sequence[FileOrder]
+        self,
+        uid: str,
+        bundle: bool,
+        orders: Sequence[FileOrder],
+        callback: str | None = None,
     ) -> tuple[Cart, list[int]]:
         """Store a cart and its files in one transaction; return it and its file ids in order."""
         stamp = now()
@@ -237,6 +284,7 @@ class CartStore:
                     created_at=stamp,
                     updated_at=stamp,
                     last_used_at=stamp,
+                    callback=callback,
                 )
             )
             key = result.inserted_primary_key
@@ -300,6 +348,8 @@ class CartStore:
         it from an error reached meanwhile).
 
         The move to READY stamps `ready_at` in the same UPDATE: the download's identity.
+        A move to READY or ERROR queues the event for the cart's callback, if it has one,
+        in the same transaction (`record_callback_event`).
         """
         allowed = cart_sources(to)
         if only_from is not None:
@@ -315,6 +365,9 @@ class CartStore:
                 .where(carts.c.id == cart_id, carts.c.status.in_(sources))
                 .values(status=to.value, updated_at=stamp, **fields)
             )
+            if result.rowcount and to in CALLBACK_STATUSES:
+                message = (fields.get("error") or "") if to is CartStatus.ERROR else ""
+                record_callback_event(connection, cart_id, to, message, stamp)
             return bool(result.rowcount)
 
     def delete_uid(self, uid: str) -> list[int]:

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 ARCHIVE_ERROR_KINDS = ("transient", "permanent", "checksum")
 #: Kinds of pipeline step, exported at 0 from the start like the error kinds.
 STEP_KINDS = ("file", "size", "finish")
+#: What became of a try of a callback event, exported at 0 from the start as well.
+CALLBACK_OUTCOMES = ("delivered", "retried", "abandoned")
 #: prometheus-client's switch to multiprocess mode: a folder shared by the processes.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: The files prometheus-client writes in that folder (one per kind of metric and process).
@@ -170,6 +172,16 @@ class Metrics:
             ["kind"],
             registry=reg,
         )
+        self._callbacks = Counter(
+            "cartd_callbacks",
+            "Tries of callback events by outcome: delivered (a 2xx answer), retried (to be"
+            " tried again later) and abandoned (given up: the last try failed, or the"
+            " receiver refused it).",
+            ["outcome"],
+            registry=reg,
+        )
+        for outcome in CALLBACK_OUTCOMES:
+            self._callbacks.labels(outcome=outcome)
         for kind in STEP_KINDS:
             self._steps.labels(kind=kind)
             self._step_failures.labels(kind=kind)
@@ -208,6 +220,9 @@ class Metrics:
     def steps_resent(self, kind: str, count: int) -> None:
         if count:
             self._steps_resent.labels(kind=kind).inc(count)
+
+    def callback(self, outcome: str) -> None:
+        self._callbacks.labels(outcome=outcome).inc()
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for `/metrics`; calls the snapshot, so it may block on the DB.

@@ -35,7 +35,7 @@ from cartd.errors import (
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
-from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
+from cartd.schemas import CallbackRule, parse_cart_order, validate_download_name, validate_uid
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
 from cartd.service.leases import DownloadLeases, Lease
@@ -205,8 +205,11 @@ class CartService:
         bundle_default: bool,
         chunk_size: int,
         metrics: Metrics,
+        callbacks: CallbackRule | None = None,
     ) -> None:
         self.metrics = metrics
+        #: Where an order's callback may point (none given: callbacks are not enabled).
+        self.callbacks = callbacks or CallbackRule()
         self.leases = DownloadLeases(store)
         self.store = store
         self.volume = volume
@@ -217,9 +220,9 @@ class CartService:
     def create(self, uid: str, body: bytes) -> Cart:
         """Store the order durably, then hand its files to the runner."""
         validate_uid(uid)
-        order = parse_cart_order(body)
+        order = parse_cart_order(body, self.callbacks)
         bundle = self.bundle_default if order.bundle is None else order.bundle
-        cart, file_ids = self.store.create_cart(uid, bundle, order.files)
+        cart, file_ids = self.store.create_cart(uid, bundle, order.files, order.callback)
         for_cart(log, uid).info("ordered %d files (bundle=%s)", len(file_ids), bundle)
         self.runner.submit_size(cart.id)
         return cart

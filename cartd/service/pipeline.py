@@ -46,6 +46,7 @@ from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile
 from cartd.service.backoff import Backoff
+from cartd.service.callbacks import CallbackDelivery
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
 from cartd.service.sharing import WAIT_MAX, Sharing
@@ -189,6 +190,7 @@ class Pipeline:
         archive: Archive,
         policy: PipelinePolicy,
         metrics: Metrics,
+        callbacks: CallbackDelivery | None = None,
     ) -> None:
         self.metrics = metrics
         self.store = store
@@ -198,13 +200,25 @@ class Pipeline:
         self.policy = policy
         self.watch = CartWatch(store, claim_seconds=policy.claim_seconds)
         self.sharing = Sharing(CopyStore(store.engine), volume)
+        #: Sends the events of carts ended here (queued by the status change itself).
+        self.callbacks = callbacks
 
     def start(self) -> None:
-        """Start watching for carts deleted while their steps run."""
+        """Start watching for carts deleted while their steps run, and, with callbacks
+        enabled, sending the events of carts that end: every process taking steps does."""
         self.watch.start()
+        if self.callbacks is not None:
+            self.callbacks.start()
 
     def stop(self) -> None:
+        if self.callbacks is not None:
+            self.callbacks.stop()
         self.watch.stop()
+
+    def _ended(self) -> None:
+        """A cart was just made ready or failed here: send its callback's event now."""
+        if self.callbacks is not None:
+            self.callbacks.wake()
 
     # -- the file step -------------------------------------------------------------------
 
@@ -478,6 +492,7 @@ class Pipeline:
                 NO_SPACE,
             )
             self.volume.remove_cart(cart.id)
+            self._ended()
             return replace(cart, status=CartStatus.ERROR, error=NO_SPACE, reserved_bytes=None)
         if growth.held != cart.reserved_bytes:
             _log(cart).debug("reserved %d bytes", growth.held)
@@ -635,7 +650,8 @@ class Pipeline:
         _log(cart, file).error("failed: %s", cause)
         self.store.move_file(file.id, FileStatus.ERROR, error=cause)
         message = f"file {file.archive_id} ({file.path}): {cause}"
-        self.store.move_cart(cart.id, CartStatus.ERROR, error=message)
+        if self.store.move_cart(cart.id, CartStatus.ERROR, error=message):
+            self._ended()
 
     def _left_behind(self, cart_id: int) -> None:
         """A step stopped because its cart is no longer being made: keep nothing a deleted
@@ -689,13 +705,14 @@ class Pipeline:
             try:
                 bundle_size = self._write_bundle(cart)
             except OSError as exc:
-                if not self._cart_gone(cart_id):
-                    self.store.move_cart(
-                        cart_id, CartStatus.ERROR, error=f"cannot write the bundle: {_reason(exc)}"
-                    )
+                if not self._cart_gone(cart_id) and self.store.move_cart(
+                    cart_id, CartStatus.ERROR, error=f"cannot write the bundle: {_reason(exc)}"
+                ):
+                    self._ended()
                 return
         if self.store.move_cart(cart_id, CartStatus.READY, bundle_size=bundle_size):
             _log(cart).info("ready")
+            self._ended()
 
     def _write_bundle(self, cart: Cart) -> int:
         members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=cart.uid)

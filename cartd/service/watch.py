@@ -60,13 +60,13 @@ def _host() -> str:
     return socket.gethostname()[:36]
 
 
-def _token() -> str:
+def claim_token() -> str:
     """Names one step: host, process and a random part (two threads of one process may
     be handed the same task)."""
     return f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-def _dead_here(holder: str) -> bool:
+def dead_here(holder: str) -> bool:
     """A claim of a process of this host that no longer runs."""
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
@@ -107,7 +107,7 @@ class CartWatch:
     def claiming_files(self, file_ids: Collection[int]) -> Iterator[HeldFiles]:
         """Claim the files that no live step works on; yield those claimed, released after
         (but for those settled meanwhile)."""
-        token = _token()
+        token = claim_token()
         claim = _Claim(files=self._store.claim_files(file_ids, token, self._claim_end()))
         with self._holding(token, claim):
             yield HeldFiles(claim)
@@ -115,7 +115,7 @@ class CartWatch:
     @contextmanager
     def claiming_cart(self, cart_id: int) -> Iterator[bool]:
         """Claim a cart for one step; yield whether it was had, released after."""
-        token = _token()
+        token = claim_token()
         had = self._store.claim_cart(cart_id, token, self._claim_end())
         with self._holding(token, _Claim(carts={cart_id} if had else set())):
             yield had
@@ -208,7 +208,7 @@ class CartWatch:
         """Drop the claims of processes of this host that died (killed, crashed): their
         work is taken up at once rather than when the claims expire. Those of other hosts
         expire by themselves."""
-        dead = {holder for holder in self._store.claim_holders() if _dead_here(holder)}
+        dead = {holder for holder in self._store.claim_holders() if dead_here(holder)}
         if dead:
             log.info("releasing the claims of %d steps of processes that died", len(dead))
             self._store.release_holders(dead)

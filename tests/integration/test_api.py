@@ -353,6 +353,16 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
         ).encode(),
         "'bundle'",
     ),
+    (
+        "callback, not enabled",
+        json.dumps(
+            {
+                "callback": "http://127.0.0.1:8081/hooks",
+                "fileids": [{"id": "a", "path": "a", "hashtype": "md5", "hashsum": ""}],
+            }
+        ).encode(),
+        "'callback' is not accepted: callbacks are not enabled on this server",
+    ),
 ]
 
 
@@ -560,6 +570,8 @@ def test_the_openapi_description_says_what_cartd_answers(client: httpx.Client) -
                 yield from refs(item)
 
     schemas = spec["components"]["schemas"]
+    # Callbacks are not enabled here (no cartd.callback_hosts): no URL is accepted.
+    assert schemas["Order"]["properties"]["callback"]["type"] == "null"
     found = set(refs(spec))
     assert "#/components/schemas/FileOrder" in found
     for ref in found:

@@ -191,6 +191,7 @@ def test_names_follow_prometheus_rules() -> None:
         "cartd_steps_total": "counter",
         "cartd_step_failures_total": "counter",
         "cartd_steps_resent_total": "counter",
+        "cartd_callbacks_total": "counter",
     }
     assert expected.items() <= types.items()
 
