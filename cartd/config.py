@@ -294,6 +294,14 @@ KEYS: tuple[Key, ...] = (
         "Seconds a step's claim on a file or cart lasts unless renewed (renewed while the step"
         " runs); the work of a process that died is taken up after at most this long.",
     ),
+    Key(
+        "max_wait",
+        "cartd",
+        "max_wait",
+        "CARTD_MAX_WAIT",
+        "Longest a `HEAD` with `Prefer: wait=N` is held waiting for its cart to change, in"
+        " whole seconds; a longer N is cut to this (0: never held).",
+    ),
 )
 KEYS_BY_FIELD = {key.field: key for key in KEYS}
 
@@ -337,6 +345,8 @@ class Settings(BaseModel):
     poll_max: float = Field(300.0, gt=0)
     claim_seconds: float = Field(60.0, ge=1)
     max_order_size: int = Field(32 * 1024 * 1024, ge=1)
+    # Under the 60 s a common proxy waits for an answer to begin (nginx's proxy_read_timeout).
+    max_wait: int = Field(50, ge=0, le=86400)
 
     @field_validator("transfer_size", "volume_size_limit", "max_order_size", mode="before")
     @classmethod
