@@ -393,6 +393,14 @@ KEYS: tuple[Key, ...] = (
         "Seconds a callback's receiver has to connect, read and answer (each), else the try"
         " counts as failed.",
     ),
+    Key(
+        "max_wait",
+        "cartd",
+        "max_wait",
+        "CARTD_MAX_WAIT",
+        "Longest a `HEAD` with `Prefer: wait=N` is held waiting for its cart to change, in"
+        " whole seconds; a longer N is cut to this (0: never held).",
+    ),
 )
 KEYS_BY_FIELD = {key.field: key for key in KEYS}
 
@@ -443,6 +451,8 @@ class Settings(BaseModel):
     callback_retry_initial: float = Field(1.0, ge=0)
     callback_retry_max: float = Field(600.0, ge=0)
     callback_timeout: float = Field(10.0, gt=0)
+    # Under the 60 s a common proxy waits for an answer to begin (nginx's proxy_read_timeout).
+    max_wait: int = Field(50, ge=0, le=86400)
 
     @field_validator("transfer_size", "volume_size_limit", "max_order_size", mode="before")
     @classmethod

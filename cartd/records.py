@@ -50,6 +50,7 @@ class Progress:
     files_staged: int
     bytes_total: int  # of the files whose size the archive has told us
     bytes_staged: int
+    files_sized: int  # whose size the archive has told: `bytes_total` is final once all are
 
 
 @dataclass(frozen=True)

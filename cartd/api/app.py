@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from cartd.api import events, watching
 from cartd.api.routes import router
 from cartd.api.views import error_body
 from cartd.config import Settings
@@ -34,7 +35,7 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
     routes are read from our router itself (included without a prefix), since the app
     wraps an included router in a private type."""
     methods: set[str] = set()
-    for route in (*app.router.routes, *router.routes):
+    for route in (*app.router.routes, *router.routes, *watching.router.routes):
         if not getattr(route, "methods", None):
             continue
         match, _ = route.matches(request.scope)
@@ -58,6 +59,10 @@ def _describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
         )
         components.update(order.pop("$defs", {}))
         components["Order"] = order
+        for model in events.DATA_MODELS:  # what an event's `data` holds
+            described = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(described.pop("$defs", {}))
+            components[model.__name__] = described
         body = schema["paths"]["/{uid}"]["post"]["requestBody"]
         body["description"] = (
             f"the order, JSON in UTF-8, at most {settings.max_order_size} bytes"
@@ -93,6 +98,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(watching.router)
     app.openapi = lambda: _describe(app, settings)  # type: ignore[method-assign]
 
     @app.exception_handler(CartdError)

@@ -23,6 +23,7 @@ from cartd.api.headers import (
     validator_holds,
 )
 from cartd.api.views import CartView, Message, cart_view, error, error_body
+from cartd.api.watching import waited_state
 from cartd.errors import (
     CartdError,
     CartFailed,
@@ -197,20 +198,47 @@ async def order_cart(uid: Uid, request: Request) -> JSONResponse:
     return JSONResponse({"message": "Cart Processing has begun"}, status_code=201)
 
 
+_WAITED_HEADERS = {
+    **_STATUS_HEADERS,
+    "Preference-Applied": {
+        "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+        "description": "`wait=N` when the answer waited for a change, N the seconds applied",
+    },
+}
+_PREFER_HEAD = (
+    "`wait=N` (RFC 7240): for a cart still being made, answer as soon as anything these"
+    " headers say changes (status, phase, message, a count of files or bytes; or the uid"
+    " gets a new cart or none), else after N seconds, at most `cartd.max_wait`; the"
+    " answer then says `Preference-Applied: wait=N` with the seconds applied. A cart"
+    " that is ready or failed, or none, is answered at once. Other preferences are ignored."
+)
+
+
 @router.head(
     "/{uid}",
     status_code=204,
     responses={
-        204: {"description": "the cart's status and progress", "headers": _STATUS_HEADERS},
+        204: {"description": "the cart's status and progress", "headers": _WAITED_HEADERS},
         400: {"description": "a bad uid", "headers": _ERROR_STATUS_HEADERS},
         404: {"description": "no such cart", "headers": _ERROR_STATUS_HEADERS},
-        500: {"description": "the cart failed", "headers": _STATUS_HEADERS},
+        500: {"description": "the cart failed", "headers": _WAITED_HEADERS},
     },
 )
-def cart_status(uid: Uid, request: Request) -> Response:
+async def cart_status(
+    uid: Uid,
+    request: Request,
+    prefer: Annotated[str, Header(description=_PREFER_HEAD)] = "",
+) -> Response:
     """Status headers; `X-Pacifica-Status` stays `staging` until the cart is ready."""
+    carts = _carts(request)
+    # `prefer` is declared for the OpenAPI description; every Prefer header is read here.
+    ceiling: int = request.app.state.runtime.settings.max_wait
+    wait = preferred_wait(request.headers.getlist("prefer"), ceiling)
     try:
-        state = _carts(request).state(uid)
+        if wait is None:
+            state, waited = await run_in_threadpool(carts.state, uid), False
+        else:
+            state, waited = await waited_state(carts, uid, wait, request.is_disconnected)
     except CartdError as exc:
         headers = {"X-Pacifica-Status": "error", "X-Pacifica-Message": header_text(exc.message)}
         return Response(status_code=exc.status_code, headers=headers)
@@ -224,6 +252,8 @@ def cart_status(uid: Uid, request: Request) -> Response:
         "X-Pacifica-Bytes-Total": str(progress.bytes_total),
         "X-Pacifica-Bytes-Staged": str(progress.bytes_staged),
     }
+    if waited:
+        headers["Preference-Applied"] = f"wait={wait:.0f}"
     return Response(status_code=500 if cart.error else 204, headers=headers)
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from cartd import __version__
 from cartd.records import Cart, CartFile
+from cartd.service.changes import reason_of
 
 
 class FileView(BaseModel):
@@ -18,6 +19,11 @@ class FileView(BaseModel):
     size: int | None = Field(description="bytes, once the archive has said")
     status: str = Field(description="waiting, staging (asked for, or on tape), staged, error")
     error: str | None = Field(description="why the file failed, or the last passing fault")
+    reason: str | None = Field(
+        description="why it holds its cart up: failed, retrying, on_tape, shared (another"
+        " file recalls the same archive file), queued (its turn, or being pulled); null"
+        " once staged"
+    )
     attempts: int = Field(description="failed tries since the last success")
     polls: int = Field(description="times the archive was asked while the file sat on tape")
 
@@ -50,6 +56,7 @@ def cart_view(cart: Cart, files: list[CartFile]) -> CartView:
                 size=file.size,
                 status=file.status.value,
                 error=file.error,
+                reason=None if (reason := reason_of(file)) is None else reason.value,
                 attempts=file.attempts,
                 polls=file.polls,
             )

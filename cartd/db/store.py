@@ -31,7 +31,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.sql import ColumnElement, Update
+from sqlalchemy.sql import ColumnElement, Select, Update
 
 from cartd.db.engine import Writer
 from cartd.db.models import CallbackEventRow, CartRow, FileRow
@@ -144,6 +144,7 @@ _PROGRESS = select(
     func.coalesce(func.sum(case((_STAGED, 1), else_=0)), 0),
     func.coalesce(func.sum(_SIZE), 0),
     func.coalesce(func.sum(case((_STAGED, _SIZE), else_=0)), 0),
+    func.count(files.c.size),
 ).where(files.c.cart_id == bindparam("cart_id"))
 # Whether a cart still has a file to verify: one row found through the (cart_id, status)
 # index, not a count of every file of the cart, which a cart of 100,000 files would pay
@@ -199,6 +200,28 @@ def record_callback_event(
         )
     )
     return True
+
+
+@lru_cache(maxsize=8)
+def _holding_statement(limit: int) -> Select[Any]:
+    """The files of a cart that hold it up (see `CartStore.holding`), built once per limit."""
+    trouble = case(
+        (files.c.status == FileStatus.ERROR.value, 0),
+        (files.c.attempts > 0, 1),
+        (files.c.on_disk.is_(False), 2),
+        else_=3,
+    )
+    return (
+        select(files)
+        .where(
+            files.c.cart_id == bindparam("cart_id"),
+            files.c.status.in_(
+                [status.value for status in FileStatus if status is not FileStatus.STAGED]
+            ),
+        )
+        .order_by(trouble, files.c.id)
+        .limit(limit)
+    )
 
 
 @lru_cache(maxsize=128)
@@ -424,10 +447,18 @@ class CartStore:
 
     def progress(self, cart_id: int) -> Progress:
         with self._reading() as connection:
-            total, done, size_total, size_done = connection.execute(
+            total, done, size_total, size_done, sized = connection.execute(
                 _PROGRESS, {"cart_id": cart_id}
             ).one()
-            return Progress(int(total), int(done), int(size_total), int(size_done))
+            return Progress(int(total), int(done), int(size_total), int(size_done), int(sized))
+
+    def holding(self, cart_id: int, limit: int) -> list[CartFile]:
+        """At most `limit` of the cart's files not verified yet, those that say most about
+        what holds it up first: failed, then retrying, then on tape, then in cart order
+        (the order a download waits for them in). One query over the cart's open files."""
+        with self._reading() as connection:
+            rows = connection.execute(_holding_statement(limit), {"cart_id": cart_id})
+            return [_file(row) for row in rows]
 
     def move_file(
         self,

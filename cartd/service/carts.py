@@ -36,6 +36,7 @@ from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import CallbackRule, parse_cart_order, validate_download_name, validate_uid
+from cartd.service.changes import CartWatcher
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
 from cartd.service.leases import DownloadLeases, Lease
@@ -230,6 +231,11 @@ class CartService:
     def state(self, uid: str) -> CartState:
         cart = self._latest(uid)
         return CartState(cart, self.store.progress(cart.id))
+
+    def watcher(self, uid: str) -> CartWatcher:
+        """What `HEAD` with `Prefer: wait`, the event stream and the live page look at."""
+        validate_uid(uid)
+        return CartWatcher(self.store, uid)
 
     def files(self, uid: str) -> tuple[Cart, list[CartFile]]:
         cart = self._latest(uid)
