@@ -13,16 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from cartd.bundle import (
-    LAYOUT_VERSION,
-    MTIME_TOLERANCE,
-    Member,
-    iter_tar,
-    read_checked,
-    tar_size,
-    top_folder,
-    unchanged,
-)
+from cartd.bundle import LAYOUT_VERSION, tar_layout
 from cartd.db.store import CartStore
 from cartd.errors import (
     CartFailed,
@@ -32,10 +23,12 @@ from cartd.errors import (
     SourceChanged,
     UnsafeName,
 )
+from cartd.folders import top_folder
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import parse_cart_order, validate_download_name, validate_uid
+from cartd.segments import MTIME_TOLERANCE, Layout, iter_range, read_checked, unchanged
 from cartd.service.cleanup import discard
 from cartd.service.layout import cart_members
 from cartd.service.leases import DownloadLeases, Lease
@@ -66,7 +59,7 @@ class Download:
     size: int
     etag: str
     bundle_path: Path | None
-    members: list[Member]
+    layout: Layout
     chunk_size: int
     #: For a cart still being made: its files as the headers announce them.
     announced: list[Announced] = field(default_factory=list)
@@ -83,7 +76,7 @@ class Download:
         """The tar's bytes from `start` up to `end` (default: to its end)."""
         end = self.size if end is None else end
         if self.bundle_path is None:
-            yield from iter_tar(self.members, self.chunk_size, start, end)
+            yield from iter_range(self.layout.segments, self.chunk_size, start, end)
             return
         yield from read_checked(
             self.bundle_path,
@@ -262,22 +255,22 @@ class CartService:
             path = self.volume.bundle_path(cart.id)
             size = cart.bundle_size or 0
             tag = content_tag(cart, files, top, size)
-            return Download(cart, name, size, tag, path, [], self.chunk_size)
-        members = cart_members(cart, files, self.volume, top=top)
-        size = tar_size(members)
-        tag = content_tag(cart, files, top, size)
-        return Download(cart, name, size, tag, None, members, self.chunk_size)
+            return Download(cart, name, size, tag, path, Layout([], []), self.chunk_size)
+        layout = tar_layout(cart_members(cart, files, self.volume, top=top))
+        tag = content_tag(cart, files, top, layout.size)
+        return Download(cart, name, layout.size, tag, None, layout, self.chunk_size)
 
     def _live(self, cart: Cart, files: list[CartFile], name: str, top: str) -> Download:
         """The download of a cart being made: the tar it will be once ready (for a bundled
         cart, its bundle's bytes), read from its files as they are verified."""
         if cart.reserved_bytes is None or any(file.size is None for file in files):
             raise CartNotReady("The cart is not ready for download.")
-        members = cart_members(cart, files, self.volume, top=top)
-        size = tar_size(members)
-        tag = content_tag(cart, files, top, size)
-        announced = announce(members, files)
-        return Download(cart, name, size, tag, None, members, self.chunk_size, announced, True)
+        layout = tar_layout(cart_members(cart, files, self.volume, top=top))
+        tag = content_tag(cart, files, top, layout.size)
+        announced = announce(layout.spans, files)
+        return Download(
+            cart, name, layout.size, tag, None, layout, self.chunk_size, announced, True
+        )
 
     def _repair(self, cart: Cart, files: list[CartFile] | None = None) -> bool:
         """Check a ready cart's copy on the volume; send what is no longer the verified
@@ -350,7 +343,7 @@ class CartService:
         pieces = live_pieces(
             self.store,
             cart_id,
-            download.members,
+            download.layout.segments,
             download.announced,
             self.chunk_size,
             start,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cartd.bundle import Entry, Member, layout
+from cartd.bundle import Member, layout
+from cartd.folders import Entry
 from cartd.records import Cart, CartFile
 from cartd.storage import Volume
 

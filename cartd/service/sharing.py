@@ -38,8 +38,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cartd.bundle import unchanged
 from cartd.db.copies import NONE, Copies, CopyStore, Donor
+from cartd.segments import unchanged
 from cartd.storage import Volume
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cartd.bundle import Member, iter_tar, member_starts, tar_size
+from cartd.bundle import Member, iter_tar, member_starts, tar_layout, tar_size
 from cartd.db.store import CartStore
 from cartd.errors import DownloadCut
 from cartd.records import Cart, CartFile
@@ -52,7 +52,7 @@ class Being:
         return live_pieces(
             self.store,
             self.cart.id,
-            self.members,
+            tar_layout(self.members).segments,
             self.announced,
             1024,
             start,
@@ -69,7 +69,7 @@ def being(store: CartStore, tmp_path: Path) -> Being:
     files = store.files_of(cart.id)
     volume = Volume(tmp_path / "volume")
     members = cart_members(cart, files, volume, top="data")
-    return Being(store, volume, cart, files, members, announce(members, files))
+    return Being(store, volume, cart, files, members, announce(tar_layout(members).spans, files))
 
 
 def take(pieces: Pieces) -> tuple[bytes, bool]:
