@@ -32,7 +32,7 @@ from sqlalchemy.sql import ColumnElement, Update
 
 from cartd.db.engine import Writer
 from cartd.db.models import CartRow, FileRow
-from cartd.records import Cart, CartFile, Progress, StuckCart
+from cartd.records import Cart, CartFile, Progress, StuckCart, Verified
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
@@ -99,6 +99,7 @@ def _file(row: Row[Any]) -> CartFile:
         error=row.error,
         on_disk=row.on_disk,
         next_attempt_at=row.next_attempt_at,
+        crc32=row.crc32,
     )
 
 
@@ -370,9 +371,9 @@ class CartStore:
         result = connection.execute(statement, {"file_id": file_id, **parameters})
         return bool(result.rowcount)
 
-    def record_verified(self, verified: Sequence[tuple[int, int, float]]) -> set[int]:
-        """Mark many files verified in one transaction: (file id, size, mtime) each, and end
-        the claims on them.
+    def record_verified(self, verified: Sequence[Verified]) -> set[int]:
+        """Mark many files verified in one transaction, with their size, modification time
+        and CRC-32, and end the claims on them.
 
         Returns the ids actually moved; a file whose cart was deleted or failed meanwhile
         is left as it is. One commit for a group of files is what makes a cart of many
@@ -380,19 +381,30 @@ class CartStore:
         """
         moved = set()
         with self._writing() as connection:
-            for file_id, size, mtime in verified:
+            for file in verified:
                 fields = {
-                    "size": size,
-                    "mtime": mtime,
+                    "size": file.size,
+                    "mtime": file.mtime,
+                    "crc32": file.crc32,
                     "attempts": 0,
                     "error": None,
                     "next_attempt_at": None,
                     "claimed_by": None,
                     "claimed_until": None,
                 }
-                if self._move_file(connection, file_id, FileStatus.STAGED, None, fields):
-                    moved.add(file_id)
+                if self._move_file(connection, file.file_id, FileStatus.STAGED, None, fields):
+                    moved.add(file.file_id)
         return moved
+
+    def record_crc(self, file_id: int, crc32: int) -> None:
+        """Record the CRC-32 of a verified file's bytes learned after it was verified (a row
+        older than the column, a file of the original); no progress, so `updated_at` stays."""
+        with self._writing() as connection:
+            connection.execute(
+                files.update()
+                .where(files.c.id == file_id, _STAGED, files.c.crc32.is_(None))
+                .values(crc32=crc32)
+            )
 
     def redrive(self, cart_id: int) -> int | None:
         """Put every file of the cart not yet verified back to be driven now, in one

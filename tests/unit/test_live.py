@@ -14,7 +14,7 @@ import pytest
 from cartd.bundle import Member, iter_tar, member_starts, tar_layout, tar_size
 from cartd.db.store import CartStore
 from cartd.errors import DownloadCut
-from cartd.records import Cart, CartFile
+from cartd.records import Cart, CartFile, Verified
 from cartd.schemas import FileOrder
 from cartd.service.layout import cart_members
 from cartd.service.live import POLL, Announced, Pause, Pieces, announce, live_pieces
@@ -44,7 +44,9 @@ class Being:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(CONTENTS[file.path])
         os.utime(path, (mtime, mtime))
-        moved = self.store.record_verified([(file.id, size or len(CONTENTS[file.path]), mtime)])
+        moved = self.store.record_verified(
+            [Verified(file.id, size or len(CONTENTS[file.path]), mtime)]
+        )
         assert moved == {file.id}
 
     def pieces(self, start: int = 0, end: int | None = None) -> Pieces:
