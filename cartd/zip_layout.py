@@ -47,8 +47,12 @@ class Limits:
 
 LIMITS = Limits()
 
-_LOCAL = struct.Struct("<IHHHHHIIIHH")
-_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+#: What a local header and a central directory record share, from "version needed" to
+#: "extra field length".
+_COMMON = struct.Struct("<HHHHHIIIHH")
+#: What a central directory record adds: comment length, disk, internal and external
+#: attributes, the local header's offset.
+_CENTRAL_TAIL = struct.Struct("<HHHII")
 _END64 = struct.Struct("<IQHHIIQQQQ")
 _LOCATOR = struct.Struct("<IIQI")
 _END = struct.Struct("<IHHHHIIH")
@@ -139,59 +143,38 @@ def _field(value: int, limits: Limits) -> int:
     return value if value < limits.field else 0xFFFFFFFF
 
 
-def _local(member: _Member, limits: Limits, crc: int) -> bytes:
-    """The local header: a zip64 file has both sizes in its zip64 field, as the format
-    asks of a local header."""
-    big = member.size >= limits.field
-    extra = _zip64(member.size, member.size) if big else b""
-    extra += _timestamp(member.mtime)
-    clock, day = _dos_time(member.mtime)
-    size = _field(member.size, limits)
-    fixed = _LOCAL.pack(
-        0x04034B50,
-        _NEEDED_ZIP64 if big else _NEEDED,
-        member.flags,
-        0,  # stored
-        clock,
-        day,
-        crc,
-        size,
-        size,
-        len(member.name),
-        len(extra),
-    )
-    return fixed + member.name + extra
-
-
-def _central(member: _Member, offset: int, limits: Limits, crc: int) -> bytes:
-    """The central directory's record: its zip64 field holds, in the format's order, just
-    the values too large for their own fields."""
-    wide = [member.size, member.size] if member.size >= limits.field else []
-    if offset >= limits.field:
-        wide.append(offset)
+def _common(member: _Member, limits: Limits, crc: int, wide: list[int]) -> tuple[bytes, bytes]:
+    """The fields a local header and a central record share, and the extra field: the
+    zip64 field with the `wide` values (those too large for their own fields, in the
+    format's order), then the timestamp."""
     extra = _zip64(*wide) + _timestamp(member.mtime)
     clock, day = _dos_time(member.mtime)
     size = _field(member.size, limits)
-    fixed = _CENTRAL.pack(
-        0x02014B50,
-        _MADE_BY,
-        _NEEDED_ZIP64 if wide else _NEEDED,
-        member.flags,
-        0,  # stored
-        clock,
-        day,
-        crc,
-        size,
-        size,
-        len(member.name),
-        len(extra),
-        0,  # no comment
-        0,  # disk
-        0,  # internal attributes
-        member.external,
-        _field(offset, limits),
+    needed = _NEEDED_ZIP64 if wide else _NEEDED
+    stored = 0
+    fields = _COMMON.pack(
+        needed, member.flags, stored, clock, day, crc, size, size, len(member.name), len(extra)
     )
-    return fixed + member.name + extra
+    return fields, extra
+
+
+def _local(member: _Member, limits: Limits, crc: int) -> bytes:
+    """The local header: a zip64 file has both sizes in its zip64 field, as the format
+    asks of a local header."""
+    wide = [member.size, member.size] if member.size >= limits.field else []
+    fields, extra = _common(member, limits, crc, wide)
+    return struct.pack("<I", 0x04034B50) + fields + member.name + extra
+
+
+def _central(member: _Member, offset: int, limits: Limits, crc: int) -> bytes:
+    """The central directory's record: its zip64 field holds just the values too large
+    for their own fields."""
+    wide = [member.size, member.size] if member.size >= limits.field else []
+    if offset >= limits.field:
+        wide.append(offset)
+    fields, extra = _common(member, limits, crc, wide)
+    tail = _CENTRAL_TAIL.pack(0, 0, 0, member.external, _field(offset, limits))
+    return struct.pack("<IH", 0x02014B50, _MADE_BY) + fields + tail + member.name + extra
 
 
 def _header(build: Callable[[int], bytes], member: _Member) -> Segment:
