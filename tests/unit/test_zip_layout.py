@@ -18,7 +18,7 @@ import pytest
 from cartd.bundle import layout, tar_layout
 from cartd.errors import SourceChanged
 from cartd.folders import Entry, Inline
-from cartd.segments import Layout, iter_range
+from cartd.segments import Layout, iter_range, length
 from cartd.zip_layout import Limits, zip_layout
 from tests.unit.test_bundle import EXPECTED_NAMES, FILES, FOLDER_MTIME, TOP, Staged, stage
 
@@ -96,21 +96,23 @@ def test_modification_times_are_kept_in_utc_and_dos_dates_clamped(tmp_path: Path
     assert (out / TOP / "old.txt").stat().st_mtime == 100
 
 
-def test_any_range_of_the_zip_is_that_slice_of_the_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limits", [Limits(), ALL_ZIP64], ids=["plain", "zip64"])
+def test_every_split_into_ranges_is_the_whole(tmp_path: Path, limits: Limits) -> None:
+    """Cut at each segment's edges (and a byte either side), and again 37 bytes on: the
+    three ranges, each made on its own, are the whole."""
     entries = stage(tmp_path)
-    for limits in (Limits(), ALL_ZIP64):
-        plan = zip_layout(TOP, entries, FOLDER_MTIME, crc_of=crcs(entries), limits=limits)
-        data = whole(plan)
-        edges = {0, 1, plan.size - 1, plan.size}
-        position = 0
-        for segment in plan.segments:
-            position += len(b"".join(iter_range([segment], 1 << 20)))
-            edges.update({position - 1, position, position + 1})
-        cuts = sorted(edge for edge in edges if 0 <= edge <= plan.size)
-        for start in cuts:
-            for end in cuts:
-                if start < end:
-                    assert b"".join(iter_range(plan.segments, 7, start, end)) == data[start:end]
+    plan = zip_layout(TOP, entries, FOLDER_MTIME, crc_of=crcs(entries), limits=limits)
+    data = whole(plan)
+    position, cuts = 0, {1, plan.size - 1}
+    for segment in plan.segments:
+        position += length(segment)
+        cuts.update({position - 1, position, position + 1})
+    for cut in sorted(cut for cut in cuts if 0 < cut < plan.size):
+        then = min(cut + 37, plan.size)
+        parts = [(0, cut), (cut, then), (then, plan.size)]
+        got = [b"".join(iter_range(plan.segments, 7, start, end)) for start, end in parts]
+        assert b"".join(got) == data, cut
+        assert got[1] == data[cut:then]
 
 
 def test_a_crc_is_asked_for_only_when_a_header_holding_it_is_sent(tmp_path: Path) -> None:
