@@ -177,12 +177,21 @@ def _central(member: _Member, offset: int, limits: Limits, crc: int) -> bytes:
     return struct.pack("<IH", 0x02014B50, _MADE_BY) + fields + tail + member.name + extra
 
 
-def _header(build: Callable[[int], bytes], member: _Member) -> Segment:
+#: Where the CRC-32 lies in a local header and in a central directory record.
+_LOCAL_CRC, _CENTRAL_CRC = 14, 16
+
+
+def _header(build: Callable[[int], bytes], member: _Member, crc_at: int) -> Segment:
     """A header as bytes when its CRC is fixed (folders, inline files), else as bytes made
-    when sent, with the CRC `crc_of` gives then."""
+    when sent: laid out once, the CRC `crc_of` gives then put in its place."""
     if member.index < 0:
         return build(member.crc())
-    return Later(len(build(0)), lambda: build(member.crc()))
+    header = build(0)
+    return Later(len(header), partial(_with_crc, header, crc_at, member.crc))
+
+
+def _with_crc(header: bytes, at: int, crc: Callable[[], int]) -> bytes:
+    return header[:at] + struct.pack("<I", crc()) + header[at + 4 :]
 
 
 def _end(count: int, size: int, offset: int, limits: Limits) -> bytes:
@@ -218,7 +227,7 @@ def zip_layout(
     position = 0
     for member in members:
         offsets.append(position)
-        header = _header(partial(_local, member, limits), member)
+        header = _header(partial(_local, member, limits), member, _LOCAL_CRC)
         segments.append(header)
         position += length(header)
         if member.content is not None:
@@ -226,7 +235,7 @@ def zip_layout(
             position += member.size
     directory = position
     for member, offset in zip(members, offsets, strict=True):
-        record = _header(partial(_central, member, offset, limits), member)
+        record = _header(partial(_central, member, offset, limits), member, _CENTRAL_CRC)
         segments.append(record)
         position += length(record)
     ending = _end(len(members), position - directory, directory, limits)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import subprocess
 import zipfile
 import zlib
@@ -67,6 +68,9 @@ def test_zipfile_and_unzip_read_back_the_tars_folders_and_files(
             info = archive.getinfo(f"{TOP}/{staged.path}")
             assert archive.read(info) == staged.content
             assert info.external_attr >> 16 == 0o100644
+            # The local header, which streaming readers go by, says what the directory does.
+            local = data[info.header_offset : info.header_offset + 30]
+            assert struct.unpack_from("<I", local, 14)[0] == info.CRC == zlib.crc32(staged.content)
         top = archive.getinfo(f"{TOP}/")
         assert top.external_attr >> 16 == 0o040755
     if limits is ALL_ZIP64:
