@@ -70,6 +70,8 @@ _DOS_FIRST, _DOS_LAST = 315_532_800, 4_354_819_198
 
 @dataclass(frozen=True)
 class _Member:
+    """One entry of the zip: what its headers say, and what follows its local header."""
+
     name: bytes
     flags: int
     size: int

@@ -37,14 +37,6 @@ SHA256 = {"two.bin": os.urandom(300_000), "a/empty": b""}
 CONTENTS = {**MD5, **SHA256}
 
 
-def order(client: httpx.Client, store: Store, uid: str, *, bundle: bool) -> str:
-    fileids = store(MD5, "md5") + store(SHA256, "sha256")
-    answer = client.post(f"/{uid}", json={"fileids": fileids, "bundle": bundle})
-    assert answer.status_code == 201, answer.text
-    assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
-    return uid
-
-
 @dataclass(frozen=True)
 class Carts:
     streamed: str
@@ -53,13 +45,18 @@ class Carts:
 
 @pytest.fixture(scope="module")
 def carts(ai_server: CartdServer, archive_interface: ArchiveInterface) -> Carts:
-    """A streamed and a bundled cart of the same files, ordered once for the module."""
+    """A streamed and a bundled cart of the same files, ordered together once for the
+    module."""
+    made = Carts("zip-streamed", "zip-bundled")
+    store = _store(archive_interface)
     with httpx.Client(base_url=ai_server.url, timeout=30.0) as http:
-        store = _store(archive_interface)
-        return Carts(
-            order(http, store, "zip-streamed", bundle=False),
-            order(http, store, "zip-bundled", bundle=True),
-        )
+        for uid in (made.streamed, made.bundled):
+            fileids = store(MD5, "md5") + store(SHA256, "sha256")
+            body = {"fileids": fileids, "bundle": uid == made.bundled}
+            assert http.post(f"/{uid}", json=body).status_code == 201
+        for uid in (made.streamed, made.bundled):
+            assert wait_for_cart(http, uid).headers["X-Pacifica-Status"] == "ready"
+    return made
 
 
 def _store(archive: ArchiveInterface) -> Store:
