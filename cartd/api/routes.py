@@ -134,7 +134,7 @@ Manifests = Annotated[
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 #: The media type of each format: the tar's is the original's.
 _MEDIA_TYPES = {Packing.TAR: "application/octet-stream", Packing.ZIP: "application/zip"}
-_TAR = {media_type: _BINARY for media_type in _MEDIA_TYPES.values()}
+_ARCHIVE = {media_type: _BINARY for media_type in _MEDIA_TYPES.values()}
 _STATUS_HEADERS = {
     name: {"schema": {"type": "string"}, "description": text}
     for name, text in {
@@ -285,7 +285,7 @@ _PREFER = (
     responses={
         200: {
             "description": "the whole tar (`application/octet-stream`) or zip (`application/zip`)",
-            "content": _TAR,
+            "content": _ARCHIVE,
             "headers": _TAR_HEADERS,
         },
         202: {
@@ -295,7 +295,7 @@ _PREFER = (
         },
         206: {
             "description": "the byte range asked for with Range",
-            "content": _TAR,
+            "content": _ARCHIVE,
             "headers": _RANGE_HEADERS,
         },
         400: error(
@@ -304,7 +304,7 @@ _PREFER = (
         ),
         404: error("no such cart"),
         416: {
-            **error("the range starts past the end of the tar"),
+            **error("the range starts past the end of the download"),
             "headers": _UNSATISFIABLE_HEADERS,
         },
         500: error("the cart failed; the message is its error"),
