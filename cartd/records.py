@@ -24,6 +24,17 @@ class CartFile:
     error: str | None
     on_disk: bool | None = None
     next_attempt_at: float | None = None  # Unix time the next step is due
+    crc32: int | None = None  # of the verified bytes, once known
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A file whose bytes were found to be the ones ordered, as its row records it."""
+
+    file_id: int
+    size: int
+    mtime: float
+    crc32: int | None = None  # of those bytes, when the step that verified them knows it
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Final
 from urllib.parse import unquote
@@ -498,6 +499,40 @@ def validate_download_name(name: str | None, default: str) -> str:
     if name in {".", ".."}:
         raise InvalidRequest("invalid filename: '.' and '..' are not file names")
     return name
+
+
+class Packing(StrEnum):
+    """What a download's bytes are (`?format=`): the tar of old, or a zip."""
+
+    TAR = "tar"
+    ZIP = "zip"
+
+    @property
+    def ending(self) -> str:
+        return f".{self.value}"
+
+
+#: The values of `?manifest=`: without a manifest, and with one per hash type.
+MANIFEST_VALUES: Final = ("0", "1")
+
+
+def parse_packing(value: str) -> Packing:
+    """The `format` query parameter, exactly `tar` or `zip`."""
+    try:
+        return Packing(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"invalid format {value[:40]!r}: use tar (the default) or zip"
+        ) from None
+
+
+def parse_manifest(value: str) -> bool:
+    """The `manifest` query parameter: `1` adds the manifests, `0` does not."""
+    if value not in MANIFEST_VALUES:
+        raise InvalidRequest(
+            f"invalid manifest {value[:40]!r}: use 1 for a manifest, 0 (the default) for none"
+        )
+    return value == "1"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from email.utils import format_datetime
 from functools import partial
 from typing import Annotated
@@ -34,7 +34,7 @@ from cartd.errors import (
     RangeNotSatisfiable,
     SourceChanged,
 )
-from cartd.schemas import NAME_MAX_BYTES, NAME_PATTERN, UID_PATTERN
+from cartd.schemas import MANIFEST_VALUES, NAME_MAX_BYTES, NAME_PATTERN, UID_PATTERN, Packing
 from cartd.service.carts import CartService, Download, LiveStream, Stream
 from cartd.service.live import SIZES_POLL, SIZES_WAIT, Pause
 
@@ -58,8 +58,9 @@ class _DownloadResponse(StreamingResponse):
         content: Iterator[bytes] | AsyncIterator[bytes],
         status_code: int,
         headers: dict[str, str],
+        media_type: str,
     ) -> None:
-        super().__init__(content, status_code, headers, media_type="application/octet-stream")
+        super().__init__(content, status_code, headers, media_type=media_type)
         self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,14 +103,39 @@ Uid = Annotated[
 DownloadName = Annotated[
     str,
     Query(
-        description="the tar's file name, and without its `.tar` ending the top folder:"
-        f" at most {NAME_MAX_BYTES} bytes of UTF-8, no `/`, no control character, not `.`"
-        " or `..`; empty or absent: `data_YYYY_MM_DD_HH_MM_SS.tar`",
+        description="the download's file name, and without its `.tar` ending (a zip's: `.zip`)"
+        " the top folder; a zip asked for as `NAME.tar` is sent as `NAME.zip`, with the"
+        f" tar's top folder `NAME`. At most {NAME_MAX_BYTES} bytes of UTF-8, no `/`, no"
+        " control character, not `.` or `..`; empty or absent:"
+        " `data_YYYY_MM_DD_HH_MM_SS.tar` (`.zip`), the time the cart was ordered",
         json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_BYTES},
     ),
 ]
+DownloadPacking = Annotated[
+    str,
+    Query(
+        alias="format",
+        description="`tar` (the default): the tar, the same bytes as without it; `zip`: the same"
+        " folders and files as a zip, stored (not compressed), zip64 where a size, an"
+        " offset or the count needs it, with a tag of its own",
+        json_schema_extra={"enum": [packing.value for packing in Packing]},
+    ),
+]
+Manifests = Annotated[
+    str,
+    Query(
+        alias="manifest",
+        description="`1`: the archive opens with `manifest-<hashtype>.txt` in its top"
+        " folder, one per hash type of the order, a line `<checksum>  <path>` per file"
+        " (`sha256sum -c` reads it), with a tag of its own; `0` (the default): none",
+        json_schema_extra={"enum": list(MANIFEST_VALUES)},
+    ),
+]
 
-_TAR = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+#: The media type of each format: the tar's is the original's.
+_MEDIA_TYPES = {Packing.TAR: "application/octet-stream", Packing.ZIP: "application/zip"}
+_ARCHIVE = {media_type: _BINARY for media_type in _MEDIA_TYPES.values()}
 _STATUS_HEADERS = {
     name: {"schema": {"type": "string"}, "description": text}
     for name, text in {
@@ -136,7 +162,10 @@ _TAR_HEADERS = {
     "Content-Disposition": _header("attachment; filename=NAME (RFC 6266)"),
     "Content-Length": _header("bytes in this answer", pattern="^[0-9]+$"),
     "Accept-Ranges": _header("bytes", enum=["bytes"]),
-    "ETag": _header("the tar's tag, from what its bytes are made of: the same before ready"),
+    "ETag": _header(
+        "the download's tag, from what its bytes are made of (each format and manifest its"
+        " own): the same before ready"
+    ),
     "Last-Modified": _header("when the cart became ready (HTTP date); absent before"),
     "Preference-Applied": _header(
         "`wait` when the cart is still being made and its files are sent as verified",
@@ -284,7 +313,11 @@ _PREFER = (
     "/{uid}",
     response_model=None,
     responses={
-        200: {"description": "the whole tar", "content": _TAR, "headers": _TAR_HEADERS},
+        200: {
+            "description": "the whole tar (`application/octet-stream`) or zip (`application/zip`)",
+            "content": _ARCHIVE,
+            "headers": _TAR_HEADERS,
+        },
         202: {
             "description": "The cart is not ready for download (without `Prefer: wait`,"
             " or its sizes were not known in time).",
@@ -292,13 +325,16 @@ _PREFER = (
         },
         206: {
             "description": "the byte range asked for with Range",
-            "content": _TAR,
+            "content": _ARCHIVE,
             "headers": _RANGE_HEADERS,
         },
-        400: error("a bad uid or filename"),
+        400: error(
+            "a bad uid, filename, format or manifest, or manifest=1 for a cart with a file"
+            " where a manifest would go"
+        ),
         404: error("no such cart"),
         416: {
-            **error("the range starts past the end of the tar"),
+            **error("the range starts past the end of the download"),
             "headers": _UNSATISFIABLE_HEADERS,
         },
         500: error("the cart failed; the message is its error"),
@@ -308,19 +344,23 @@ async def download_cart(
     uid: Uid,
     request: Request,
     filename: DownloadName = "",
+    packing: DownloadPacking = Packing.TAR.value,
+    manifest: Manifests = "0",
     prefer: Annotated[str, Header(description=_PREFER)] = "",
 ) -> Response | StreamingResponse:
-    """The tar of a ready cart; 202 while it is being made; 500 with its error if it failed.
+    """The tar (or zip) of a ready cart; 202 while it is being made; 500 with its error if
+    it failed.
 
     A `Range` request for one byte range gets 206 and exactly those bytes (unless an
     `If-Range` no longer holds), so a broken download can be resumed. With `Prefer: wait`,
     a cart still being made is sent as its files are verified.
     """
     carts = _carts(request)
+    shape = carts.shape(packing, manifest)
     # `prefer` is declared for the OpenAPI description; every Prefer header is read here.
     wait = preferred_wait(request.headers.getlist("prefer"), SIZES_WAIT)
     try:
-        download = await _download(carts, uid, filename, wait)
+        download = await _download(partial(carts.download, uid, filename, shape=shape), wait)
     except CartNotFound:
         return JSONResponse(error_body(404, GONE), status_code=404)
     except CartNotReady as exc:
@@ -347,6 +387,7 @@ async def download_cart(
                 status_code=416,
                 headers=headers,
             )
+    media_type = _MEDIA_TYPES[download.shape.packing]
     status, (start, end) = (200, (0, download.size)) if wanted is None else (206, wanted)
     headers["Content-Length"] = str(end - start)
     if status == 206:
@@ -354,21 +395,22 @@ async def download_cart(
     if download.live:
         headers["Preference-Applied"] = "wait"
         live = await run_in_threadpool(carts.live_stream, download, start, end)
-        return _DownloadResponse(live, _paced(live), status, headers)
+        return _DownloadResponse(live, _paced(live), status, headers, media_type)
     stream = await run_in_threadpool(carts.stream, download, start, end)
-    return _DownloadResponse(stream, stream, status, headers)
+    return _DownloadResponse(stream, stream, status, headers, media_type)
 
 
-async def _download(carts: CartService, uid: str, filename: str, wait: float | None) -> Download:
-    """The cart's download; with a `wait` (seconds), that of a cart being made too, once
-    its sizes are known, looked for again with growing pauses for at most `wait`."""
+async def _download(download: Callable[..., Download], wait: float | None) -> Download:
+    """The cart's download (`download(wait=...)`); with a `wait` (seconds), that of a cart
+    being made too, once its sizes are known, looked for again with growing pauses for at
+    most `wait`."""
     if wait is None:
-        return await run_in_threadpool(carts.download, uid, filename)
+        return await run_in_threadpool(download)
     deadline = time.monotonic() + wait
     looks = 0
     while True:
         try:
-            return await run_in_threadpool(partial(carts.download, uid, filename, wait=True))
+            return await run_in_threadpool(partial(download, wait=True))
         except CartNotReady:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

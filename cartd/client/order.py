@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cartd.bundle import member_path
 from cartd.client.errors import OrderError
 from cartd.errors import InvalidRequest
+from cartd.folders import member_path
 from cartd.schemas import FileOrder, parse_cart_order
 
 #: `ORDER` on the command line that means "read it from standard input".

@@ -61,6 +61,7 @@ class Donor:
     cart_id: int
     size: int
     mtime: float
+    crc32: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ _LOOKUP = (
         files.c.status,
         files.c.size,
         files.c.mtime,
+        files.c.crc32,
         carts.c.status.label("cart_status"),
     )
     .select_from(_COPIES_OF_MINE)
@@ -150,7 +152,13 @@ class CopyStore:
                 if row.status == FileStatus.STAGED.value:
                     if row.size is not None and row.mtime is not None:
                         donors.setdefault(for_id, []).append(
-                            Donor(int(row.id), int(row.cart_id), int(row.size), float(row.mtime))
+                            Donor(
+                                int(row.id),
+                                int(row.cart_id),
+                                int(row.size),
+                                float(row.mtime),
+                                None if row.crc32 is None else int(row.crc32),
+                            )
                         )
                 elif row.status in _OPEN and row.cart_status in _ACTIVE:
                     rivals[for_id].append((row.status != FileStatus.STAGING.value, int(row.id)))

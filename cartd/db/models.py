@@ -84,6 +84,8 @@ class FileRow(Base):
     #: two workers never pull one file at once.
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     claimed_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: The verified bytes' CRC-32, for a zip's headers; NULL until known (`cartd.service.crcs`).
+    crc32: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class VolumeLockRow(Base):

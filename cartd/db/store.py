@@ -35,7 +35,7 @@ from sqlalchemy.sql import ColumnElement, Select, Update
 
 from cartd.db.engine import Writer
 from cartd.db.models import CallbackEventRow, CartRow, FileRow
-from cartd.records import Cart, CartFile, Progress, StuckCart
+from cartd.records import Cart, CartFile, Progress, StuckCart, Verified
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
@@ -103,6 +103,7 @@ def _file(row: Row[Any]) -> CartFile:
         error=row.error,
         on_disk=row.on_disk,
         next_attempt_at=row.next_attempt_at,
+        crc32=row.crc32,
     )
 
 
@@ -247,6 +248,7 @@ _RECORD_VERIFIED = _move_file_statement(
                 "status",
                 "size",
                 "mtime",
+                "crc32",
                 "attempts",
                 "error",
                 "next_attempt_at",
@@ -493,9 +495,9 @@ class CartStore:
         result = connection.execute(statement, {"file_id": file_id, **parameters})
         return bool(result.rowcount)
 
-    def record_verified(self, verified: Sequence[tuple[int, int, float]]) -> set[int]:
-        """Mark many files verified in one transaction: (file id, size, mtime) each, and end
-        the claims on them.
+    def record_verified(self, verified: Sequence[Verified]) -> set[int]:
+        """Mark many files verified in one transaction, with their size, modification time
+        and CRC-32, and end the claims on them.
 
         Returns the ids actually moved; a file whose cart was deleted or failed meanwhile
         is left as it is. One commit for a group of files is what makes a cart of many
@@ -507,10 +509,11 @@ class CartStore:
         stamp = now()
         rows = [
             {
-                "file_id": file_id,
+                "file_id": file.file_id,
                 "new_status": FileStatus.STAGED.value,
-                "new_size": size,
-                "new_mtime": mtime,
+                "new_size": file.size,
+                "new_mtime": file.mtime,
+                "new_crc32": file.crc32,
                 "new_attempts": 0,
                 "new_error": None,
                 "new_next_attempt_at": None,
@@ -518,19 +521,29 @@ class CartStore:
                 "new_claimed_until": None,
                 "new_updated_at": stamp,
             }
-            for file_id, size, mtime in verified
+            for file in verified
         ]
         if len(rows) > 1 and self.engine.dialect.supports_sane_multi_rowcount:
             with contextlib.suppress(_NotAllMoved), self._writing() as connection:
                 if connection.execute(_RECORD_VERIFIED, rows).rowcount != len(rows):
                     raise _NotAllMoved  # rolls the group back
-                return {file_id for file_id, _, _ in verified}
+                return {file.file_id for file in verified}
         moved = set()
         with self._writing() as connection:
-            for (file_id, _, _), row in zip(verified, rows, strict=True):
+            for file, row in zip(verified, rows, strict=True):
                 if connection.execute(_RECORD_VERIFIED, row).rowcount:
-                    moved.add(file_id)
+                    moved.add(file.file_id)
         return moved
+
+    def record_crc(self, file_id: int, crc32: int) -> None:
+        """Record the CRC-32 of a verified file's bytes learned after it was verified (a row
+        older than the column, a file of the original); no progress, so `updated_at` stays."""
+        with self._writing() as connection:
+            connection.execute(
+                files.update()
+                .where(files.c.id == file_id, _STAGED, files.c.crc32.is_(None))
+                .values(crc32=crc32)
+            )
 
     def redrive(self, cart_id: int) -> int | None:
         """Put every file of the cart not yet verified back to be driven now, in one

@@ -7,22 +7,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from cartd.bundle import (
-    LAYOUT_VERSION,
-    MTIME_TOLERANCE,
-    Member,
-    iter_tar,
-    read_checked,
-    tar_size,
-    top_folder,
-    unchanged,
-)
+from cartd.bundle import LAYOUT_VERSION
 from cartd.db.store import CartStore
 from cartd.errors import (
     CartFailed,
@@ -32,18 +23,31 @@ from cartd.errors import (
     SourceChanged,
     UnsafeName,
 )
+from cartd.folders import Inline, top_folder
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
 from cartd.records import Cart, CartFile, Progress
-from cartd.schemas import CallbackRule, parse_cart_order, validate_download_name, validate_uid
+from cartd.schemas import (
+    CallbackRule,
+    Packing,
+    parse_cart_order,
+    parse_manifest,
+    parse_packing,
+    validate_download_name,
+    validate_uid,
+)
+from cartd.segments import MTIME_TOLERANCE, Layout, iter_range, read_checked, unchanged
 from cartd.service.changes import CartWatcher
 from cartd.service.cleanup import discard
-from cartd.service.layout import cart_members
+from cartd.service.crcs import Crcs
+from cartd.service.layout import cart_layout
 from cartd.service.leases import DownloadLeases, Lease
 from cartd.service.live import Announced, Pause, announce, live_pieces
+from cartd.service.manifest import MANIFEST_VERSION, manifests
 from cartd.status import CartStatus
 from cartd.storage import Volume
 from cartd.workers.base import Runner
+from cartd.zip_layout import ZIP_LAYOUT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +62,42 @@ class CartState:
 
 
 @dataclass(frozen=True)
+class Shape:
+    """What a download is made as: a tar or a zip, with manifests or without."""
+
+    packing: Packing = Packing.TAR
+    manifests: bool = False
+
+    @property
+    def variant(self) -> list[str]:
+        """What sets its bytes apart from the plain tar's, for its tag (none for the tar)."""
+        variant = []
+        if self.packing is Packing.ZIP:
+            variant += [Packing.ZIP.value, ZIP_LAYOUT_VERSION]
+        if self.manifests:
+            variant += ["manifest", MANIFEST_VERSION]
+        return variant
+
+
+TAR = Shape()
+
+
+@dataclass(frozen=True)
 class Download:
-    """A cart's tar: a bundle file on the volume, a stream of staged files, or, for a cart
-    still being made, a stream of its files as they are verified (`live`)."""
+    """A cart's tar or zip: a bundle file on the volume, a stream of staged files, or, for
+    a cart still being made, a stream of its files as they are verified (`live`)."""
 
     cart: Cart
     filename: str
     size: int
     etag: str
     bundle_path: Path | None
-    members: list[Member]
+    layout: Layout
     chunk_size: int
     #: For a cart still being made: its files as the headers announce them.
     announced: list[Announced] = field(default_factory=list)
     live: bool = False
+    shape: Shape = TAR
 
     @property
     def ready_at(self) -> datetime | None:
@@ -84,7 +110,7 @@ class Download:
         """The tar's bytes from `start` up to `end` (default: to its end)."""
         end = self.size if end is None else end
         if self.bundle_path is None:
-            yield from iter_tar(self.members, self.chunk_size, start, end)
+            yield from iter_range(self.layout.segments, self.chunk_size, start, end)
             return
         yield from read_checked(
             self.bundle_path,
@@ -96,14 +122,17 @@ class Download:
         )
 
 
-def content_tag(cart: Cart, files: list[CartFile], top: str, size: int) -> str:
-    """A strong validator derived from what the tar's bytes are made of: the layout, the
-    top folder, the cart's creation (its folders' time), and each file's path, size,
+def content_tag(
+    cart: Cart, files: list[CartFile], top: str, size: int, variant: Sequence[str] = ()
+) -> str:
+    """A strong validator derived from what the download's bytes are made of: the layout,
+    the top folder, the cart's creation (its folders' time), and each file's path, size,
     modification time (whole seconds, as its header holds it) and ordered checksum (its
-    verified contents). All are known once the archive has told every file's size, so a
-    download that starts while the cart is being made gets the tag of the download after
-    ready; a cart made ready again from the same files keeps it, since its bytes are
-    the same."""
+    verified contents, and so its CRC-32), and for a zip or a download with manifests,
+    the `variant` (the plain tar's has none, so its tag is as it always was). All are
+    known once the archive has told every file's size, so a download that starts while
+    the cart is being made gets the tag of the download after ready; a cart made ready
+    again from the same files keeps it, since its bytes are the same."""
     identity: list[object] = [
         LAYOUT_VERSION,
         cart.id,
@@ -116,6 +145,8 @@ def content_tag(cart: Cart, files: list[CartFile], top: str, size: int) -> str:
         [file.path, file.size, int(file.mtime or 0.0), file.hashtype, file.hashsum]
         for file in files
     ]
+    if variant:
+        identity.append(list(variant))
     digest = hashlib.sha256(json.dumps(identity).encode("ascii")).hexdigest()
     return f'"{digest[:32]}"'
 
@@ -191,9 +222,24 @@ class LiveStream(_Leased[bytes | Pause]):
             return None
 
 
-def default_download_name(moment: datetime | None = None) -> str:
+def default_download_name(moment: datetime | None = None, packing: Packing = Packing.TAR) -> str:
     moment = moment or datetime.now(UTC)
-    return moment.strftime("data_%Y_%m_%d_%H_%M_%S.tar")
+    return moment.strftime("data_%Y_%m_%d_%H_%M_%S") + packing.ending
+
+
+def download_name(filename: str | None, default: str, packing: Packing) -> tuple[str, str]:
+    """The download's name and top folder: the name asked for (else `default`) and the
+    name without its ending. A zip asked for with a name ending in `.tar` is named `.zip`
+    instead, with the top folder the tar of that name has: a link made for the tar with
+    `format=zip` added gives the same folder, in a file whose ending says what it is.
+    Raises `InvalidRequest`."""
+    name = validate_download_name(filename, default)
+    if packing is Packing.ZIP and name.endswith(".tar") and name != ".tar":
+        name = name[: -len(".tar")] + packing.ending
+    try:
+        return name, top_folder(name, packing.ending)
+    except UnsafeName as exc:
+        raise InvalidRequest(f"invalid filename: {exc}") from None
 
 
 class CartService:
@@ -241,7 +287,13 @@ class CartService:
         cart = self._latest(uid)
         return cart, self.store.files_of(cart.id)
 
-    def download(self, uid: str, filename: str | None, *, wait: bool = False) -> Download:
+    def shape(self, packing: str, manifest: str) -> Shape:
+        """The `format` and `manifest` query parameters; raises `InvalidRequest`."""
+        return Shape(parse_packing(packing), parse_manifest(manifest))
+
+    def download(
+        self, uid: str, filename: str | None, *, wait: bool = False, shape: Shape = TAR
+    ) -> Download:
         """A ready cart's download; with `wait`, also one of a cart still being made whose
         files' sizes are all known and whose space is held (else `CartNotReady`)."""
         cart = self._latest(uid)
@@ -253,47 +305,73 @@ class CartService:
         # Named after the moment the cart was ordered, not the request's: every GET of
         # the cart, from while it is being made on, sends the same bytes, so a broken
         # download can be resumed.
-        name = validate_download_name(filename, default_download_name(cart.created_at))
-        try:
-            top = top_folder(name)
-        except UnsafeName as exc:
-            raise InvalidRequest(f"invalid filename: {exc}") from None
+        default = default_download_name(cart.created_at, shape.packing)
+        name, top = download_name(filename, default, shape.packing)
         files = self.store.files_of(cart.id)
         if cart.bundle:
             top = cart.uid  # the bundle's, written once for every name
+        inline = manifests(files, cart.created_at.timestamp()) if shape.manifests else []
         if cart.status is not CartStatus.READY:
-            return self._live(cart, files, name, top)
-        if self._repair(cart, files):
+            return self._live(cart, files, name, top, shape, inline)
+        # The bundle is the plain tar: any other shape is made from the files.
+        from_bundle = cart.bundle and shape == TAR
+        if self._repair(cart, files, from_files=not from_bundle):
             if self.store.latest_cart(uid) is None:
                 raise CartNotFound(f"No cart with uid {uid} found")  # deleted meanwhile
             raise CartNotReady("The cart is not ready for download.")
-        if cart.bundle:
+        if from_bundle:
             path = self.volume.bundle_path(cart.id)
             size = cart.bundle_size or 0
             tag = content_tag(cart, files, top, size)
-            return Download(cart, name, size, tag, path, [], self.chunk_size)
-        members = cart_members(cart, files, self.volume, top=top)
-        size = tar_size(members)
-        tag = content_tag(cart, files, top, size)
-        return Download(cart, name, size, tag, None, members, self.chunk_size)
+            return Download(cart, name, size, tag, path, Layout([], []), self.chunk_size)
+        layout = self._layout(cart, files, top, shape, inline, being_made=False)
+        tag = content_tag(cart, files, top, layout.size, shape.variant)
+        return Download(cart, name, layout.size, tag, None, layout, self.chunk_size, shape=shape)
 
-    def _live(self, cart: Cart, files: list[CartFile], name: str, top: str) -> Download:
-        """The download of a cart being made: the tar it will be once ready (for a bundled
-        cart, its bundle's bytes), read from its files as they are verified."""
+    def _live(
+        self,
+        cart: Cart,
+        files: list[CartFile],
+        name: str,
+        top: str,
+        shape: Shape,
+        inline: list[Inline],
+    ) -> Download:
+        """The download of a cart being made: what it will be once ready (for a bundled
+        cart's plain tar, its bundle's bytes), read from its files as they are verified."""
         if cart.reserved_bytes is None or any(file.size is None for file in files):
             raise CartNotReady("The cart is not ready for download.")
-        members = cart_members(cart, files, self.volume, top=top)
-        size = tar_size(members)
-        tag = content_tag(cart, files, top, size)
-        announced = announce(members, files)
-        return Download(cart, name, size, tag, None, members, self.chunk_size, announced, True)
+        layout = self._layout(cart, files, top, shape, inline, being_made=True)
+        tag = content_tag(cart, files, top, layout.size, shape.variant)
+        announced = announce(layout.spans, files)
+        return Download(
+            cart, name, layout.size, tag, None, layout, self.chunk_size, announced, True, shape
+        )
 
-    def _repair(self, cart: Cart, files: list[CartFile] | None = None) -> bool:
+    def _layout(
+        self,
+        cart: Cart,
+        files: list[CartFile],
+        top: str,
+        shape: Shape,
+        inline: list[Inline],
+        *,
+        being_made: bool,
+    ) -> Layout:
+        crcs = Crcs(self.store, self.volume, files, self.chunk_size, being_made=being_made)
+        return cart_layout(
+            cart, files, self.volume, top, packing=shape.packing, inline=inline, crc_of=crcs
+        )
+
+    def _repair(
+        self, cart: Cart, files: list[CartFile] | None = None, *, from_files: bool = False
+    ) -> bool:
         """Check a ready cart's copy on the volume; send what is no longer the verified
         bytes back to staging. True when the cart cannot be served as it stands.
 
-        A streamed cart is its staged files; a bundled one its bundle, and only when that
-        is bad are the files it is remade from looked at. Each check is a `stat`: size and
+        A streamed cart is its staged files; a bundled one its bundle, and its files only
+        when the download is made from them (`from_files`: a zip, manifests) or the bundle
+        is bad and must be remade from them. Each check is a `stat`: size and
         modification time as recorded when verified (an in-place write changes the latter).
         """
         files = self.store.files_of(cart.id) if files is None else files
@@ -303,7 +381,7 @@ class CartService:
                 bundle_bad = not bundle_unchanged(self.volume.bundle_path(cart.id).stat(), cart)
             except FileNotFoundError:
                 bundle_bad = True
-            if not bundle_bad:
+            if not bundle_bad and not from_files:
                 return False
         bad = [file.id for file in files if not self._intact(cart, file)]
         if not bad and not bundle_bad:
@@ -332,11 +410,11 @@ class CartService:
             return False
         return unchanged(stat, file.size or 0, file.mtime or 0.0)
 
-    def _damaged(self, cart_id: int) -> None:
+    def _damaged(self, download: Download) -> None:
         """A download was cut because a file changed under it: repair the cart."""
-        cart = self.store.get_cart(cart_id)
+        cart = self.store.get_cart(download.cart.id)
         if cart is not None and cart.status is CartStatus.READY:
-            self._repair(cart)
+            self._repair(cart, from_files=download.bundle_path is None)
 
     def stream(self, download: Download, start: int = 0, end: int | None = None) -> Stream:
         """The download's bytes from `start` to `end`, its cart leased against eviction
@@ -346,7 +424,7 @@ class CartService:
         cart_id = download.cart.id
         lease = self.leases.begin(cart_id)
         return Stream(
-            download.chunks(start, end), lease, self.metrics, lambda: self._damaged(cart_id)
+            download.chunks(start, end), lease, self.metrics, lambda: self._damaged(download)
         )
 
     def live_stream(self, download: Download, start: int = 0, end: int | None = None) -> LiveStream:
@@ -359,13 +437,13 @@ class CartService:
         pieces = live_pieces(
             self.store,
             cart_id,
-            download.members,
+            download.layout.segments,
             download.announced,
             self.chunk_size,
             start,
             download.size if end is None else end,
         )
-        return LiveStream(pieces, lease, self.metrics, lambda: self._damaged(cart_id))
+        return LiveStream(pieces, lease, self.metrics, lambda: self._damaged(download))
 
     def close(self) -> None:
         """End this process's download leases."""

@@ -1,11 +1,12 @@
-"""The download of a cart still being made (`Prefer: wait`): the tar it will be once ready,
-sent as its files are verified.
+"""The download of a cart still being made (`Prefer: wait`): the tar (or zip) it will be
+once ready, sent as its files are verified.
 
-Once the archive has told the size and modification time of every file, the tar's layout
-is fixed: its length and its tag are known, and they are those of the download after
-ready. The stream sends the tar in order up to the first byte it cannot vouch for yet,
-the header of the first file not verified (a header holds its file's size and time, so
-it waits for the file too), then looks at the database, the only source of truth (the
+Once the archive has told the size and modification time of every file, the layout is
+fixed: its length and its tag are known, and they are those of the download after
+ready. The stream sends the bytes in order up to the first byte it cannot vouch for yet,
+the header of the first file not verified (a header holds its file's size and time, a
+zip's its CRC-32 too, so it waits for the file; and a zip's central directory, holding
+every file's, waits for them all), then looks at the database, the only source of truth (the
 file may be verified by a worker in another process), again after a pause that grows
 while nothing changes. It never sleeps: it yields a `Pause`, which its reader waits out
 holding neither a thread nor a database connection.
@@ -20,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
-from cartd.bundle import Member, iter_tar, member_starts, tar_size
 from cartd.db.store import CartStore
 from cartd.errors import DownloadCut
 from cartd.records import CartFile
+from cartd.segments import Segment, iter_range
 from cartd.service.backoff import Backoff
 from cartd.status import CartStatus, FileStatus
 
@@ -53,43 +54,37 @@ Pieces = Generator[bytes | Pause, None, None]
 
 @dataclass(frozen=True)
 class Announced:
-    """A file as the download's headers count it: where its member lies in the tar, and
-    what its header says of it."""
+    """A file as the download's headers count it: the bytes that depend on it (its span in
+    the layout), and what its header says of it."""
 
     file_id: int
     archive_id: str
-    start: int  # the member's first byte (its header's)
-    end: int  # the first byte after it
+    start: int  # the first byte that depends on it: its header's
+    end: int  # the first byte after the last that does
     size: int
     mtime: int  # whole seconds, as a tar header holds it
 
 
-def announce(members: Sequence[Member], files: Sequence[CartFile]) -> list[Announced]:
-    """The files of a layout made from `files` (in their order), with their members' places."""
-    starts = [*member_starts(members), tar_size(members)]
-    places = [
-        (starts[index], starts[index + 1])
-        for index, member in enumerate(members)
-        if member.source is not None
-    ]
-    assert len(places) == len(files), "one file member per file, in order"
+def announce(spans: Sequence[tuple[int, int]], files: Sequence[CartFile]) -> list[Announced]:
+    """The files of a layout made from `files` (in their order), with their spans in it."""
+    assert len(spans) == len(files), "one file member per file, in order"
     return [
         Announced(file.id, file.archive_id, start, end, file.size or 0, int(file.mtime or 0.0))
-        for file, (start, end) in zip(files, places, strict=True)
+        for file, (start, end) in zip(files, spans, strict=True)
     ]
 
 
 def live_pieces(
     store: CartStore,
     cart_id: int,
-    members: list[Member],
+    segments: Sequence[Segment],
     announced: Sequence[Announced],
     chunk_size: int,
     start: int,
     end: int,
 ) -> Pieces:
-    """The tar's bytes from `start` to `end`, each file's member once the file is verified
-    as announced, and pauses while waiting for one. Only the files the range touches are
+    """The bytes from `start` to `end`, those that depend on a file once it is verified as
+    announced, and pauses while waiting for one. Only the files the range touches are
     waited for. Raises `DownloadCut` (and `SourceChanged` from the reads)."""
     needed = [file for file in announced if file.end > start and file.start < end]
     verified = 0  # of `needed`, those known verified as announced
@@ -98,7 +93,7 @@ def live_pieces(
         vouched = needed[verified].start if verified < len(needed) else end
         if vouched > position:
             stop = min(vouched, end)
-            yield from iter_tar(members, chunk_size, position, stop)
+            yield from iter_range(segments, chunk_size, position, stop)
             position = stop
             continue
         found = _verified_next(store, cart_id, needed[verified:])

@@ -29,6 +29,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from isal.isal_zlib import crc32
+
 from cartd.archive.base import Abort, Archive, ArchiveFile
 from cartd.bundle import iter_tar, tar_size
 from cartd.db.copies import NONE, Copies, CopyStore
@@ -44,7 +46,7 @@ from cartd.errors import (
 )
 from cartd.observability.logs import for_cart
 from cartd.observability.metrics import Metrics
-from cartd.records import Cart, CartFile
+from cartd.records import Cart, CartFile, Verified
 from cartd.service.backoff import Backoff
 from cartd.service.callbacks import CallbackDelivery
 from cartd.service.cleanup import discard
@@ -93,6 +95,7 @@ class _InPlace:
     mtime: float
     folder: Path
     shared: bool = False  # a copy another cart holds, linked: nothing was pulled
+    crc32: int | None = None  # of its bytes, for a zip's headers
 
 
 class _Verified:
@@ -115,11 +118,12 @@ class _Verified:
         mtime: float,
         folder: Path,
         *,
+        crc32: int | None,
         shared: bool = False,
     ) -> None:
         if not self._items:
             self._since = time.monotonic()
-        self._items.append(_InPlace(cart, file, size, mtime, folder, shared))
+        self._items.append(_InPlace(cart, file, size, mtime, folder, shared, crc32))
         self._bytes += size
 
     def due(self, upcoming: int) -> bool:
@@ -391,7 +395,13 @@ class Pipeline:
             linked = self.sharing.link(cart.id, file.id, copies.donors)
             if linked is not None:
                 batch.verified.add(
-                    cart, file, linked.size, linked.mtime, linked.folder, shared=True
+                    cart,
+                    file,
+                    linked.size,
+                    linked.mtime,
+                    linked.folder,
+                    crc32=linked.crc32,
+                    shared=True,
                 )
                 return _Shared()
             # The copies went away (deleted, or found changed): only the lead matters now.
@@ -513,7 +523,8 @@ class Pipeline:
     ) -> None:
         partial = self.volume.partial_path(cart.id, file.id)
         digest = hashlib.new(file.hashtype)
-        received = 0
+        # The CRC-32 a zip's headers hold, while the bytes pass: 0.03 s a GiB with ISA-L.
+        crc, received = 0, 0
         try:
             with (
                 self.archive.read(file.archive_id, abort) as chunks,
@@ -521,6 +532,7 @@ class Pipeline:
             ):
                 for chunk in chunks:
                     digest.update(chunk)
+                    crc = crc32(chunk, crc)
                     out.write(chunk)
                     received += len(chunk)
                 out.commit()
@@ -548,7 +560,7 @@ class Pipeline:
             raise
         # Recorded with its group. Should the process die first, the next step finds the
         # file in place and checks its bytes again (`_verified_before_crash`).
-        verified.add(cart, file, received, info.mtime, final.parent)
+        verified.add(cart, file, received, info.mtime, final.parent, crc32=crc)
 
     def _record(self, batch: _Batch) -> None:
         """Make a group of files in place durable, then record them verified (which ends
@@ -559,7 +571,7 @@ class Pipeline:
         for folder in {item.folder for item in group}:
             self.volume.sync_folder(folder)
         moved = self.store.record_verified(
-            [(item.file.id, item.size, item.mtime) for item in group]
+            [Verified(item.file.id, item.size, item.mtime, item.crc32) for item in group]
         )
         if batch.claimed is not None:
             batch.claimed.settled(moved)
@@ -609,10 +621,11 @@ class Pipeline:
             stat = final.stat()
         except FileNotFoundError:
             return False
-        digest = hashlib.new(file.hashtype)
+        digest, crc = hashlib.new(file.hashtype), 0
         with final.open("rb") as handle:
             for chunk in iter(lambda: handle.read(self.policy.chunk_size), b""):
                 digest.update(chunk)
+                crc = crc32(chunk, crc)
         if digest.hexdigest() != file.hashsum:
             final.unlink(missing_ok=True)
             return False
@@ -622,6 +635,7 @@ class Pipeline:
             expect=_OPEN,
             size=stat.st_size,
             mtime=stat.st_mtime,
+            crc32=crc,
             attempts=0,
             error=None,
             next_attempt_at=None,

@@ -38,8 +38,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cartd.bundle import unchanged
 from cartd.db.copies import NONE, Copies, CopyStore, Donor
+from cartd.segments import unchanged
 from cartd.storage import Volume
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Linked:
     size: int
     mtime: float
     folder: Path
+    crc32: int | None  # the copy's, when recorded
 
 
 class Sharing:
@@ -91,7 +92,7 @@ class Sharing:
                 self.volume.commit(partial, final, sync=False)
             finally:
                 partial.unlink(missing_ok=True)
-            return Linked(donor.size, donor.mtime, final.parent)
+            return Linked(donor.size, donor.mtime, final.parent, donor.crc32)
         return None
 
     def wake(self, verified: Sequence[int]) -> list[int]:

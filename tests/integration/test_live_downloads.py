@@ -10,6 +10,7 @@ import io
 import os
 import tarfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,43 @@ def test_a_download_while_staging_is_the_download_after_ready_sent_as_files_leav
     first_done = file_end(after.content, "d0/f0.bin")
     first_came = min(when for when, length in arrivals if length >= first_done)
     assert first_came < last_pulled
+
+
+def test_a_zip_with_manifests_while_staging_is_the_zip_after_ready(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    """A bundled cart's zip is made from its files, each sent once verified, its CRC-32
+    learned then; the central directory, which holds them all, comes last."""
+    server = cartd_factory(fault_archive.url)
+    fileids, contents = on_tape(fault_archive, [0.2, 0.9])
+    uid = post(server, fileids, bundle=True)
+    params = {"format": "zip", "manifest": "1", "filename": "x.tar"}
+    arrivals: list[tuple[float, int]] = []
+    received = bytearray()
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("GET", f"/{uid}", params=params, headers=WAIT) as live,
+    ):
+        assert live.status_code == 200, live.read()
+        assert live.headers["Preference-Applied"] == "wait"
+        assert live.headers["Content-Disposition"] == "attachment; filename=x.zip"
+        for chunk in live.iter_raw():
+            received += chunk
+            arrivals.append((time.monotonic(), len(received)))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}", params=params)
+    assert bytes(received) == after.content, "the same bytes as after ready"
+    assert live.headers["ETag"] == after.headers["ETag"]
+    with zipfile.ZipFile(io.BytesIO(after.content)) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist()[1] == f"{uid}/manifest-md5.txt"
+        assert {path: archive.read(f"{uid}/{path}") for path in contents} == contents
+    first_done = after.content.index(contents["d0/f0.bin"]) + len(contents["d0/f0.bin"])
+    last_id = fileids[-1]["id"]
+    pulls = fault_archive.requests
+    last_pulled = max(when for when, method, i in pulls if method == "GET" and i == last_id)
+    assert min(when for when, length in arrivals if length >= first_done) < last_pulled
 
 
 @pytest.mark.redis

@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cartd.bundle import (
-    NAME_MAX,
-    Entry,
-    Member,
-    iter_tar,
-    layout,
-    member_path,
-    tar_size,
-    top_folder,
-)
+from cartd.bundle import Member, iter_tar, layout, tar_size
 from cartd.errors import SourceChanged, UnsafeName
+from cartd.folders import NAME_MAX, Entry, member_path, top_folder
 
 TOP = "data_2024_01_02"
 FOLDER_MTIME = 1_700_000_000

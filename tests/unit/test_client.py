@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cartd.bundle import Entry, iter_tar, layout
+from cartd.bundle import iter_tar, layout
 from cartd.cli import build_parser
 from cartd.client.errors import (
     EXIT_MISMATCH,
@@ -33,6 +33,7 @@ from cartd.client.session import CartState, FileState
 from cartd.client.transfer import RetryPolicy, TarBody
 from cartd.client.verify import MemberCheck, check_ending, verify_tar
 from cartd.client.watch import holder_text
+from cartd.folders import Entry
 
 CONTENTS = {
     "runs/1/a.dat": os.urandom(3000),

@@ -11,6 +11,7 @@ from cartd.db.engine import Writer
 from cartd.db.store import CartStore
 from cartd.errors import WriteReentered
 from cartd.observability.metrics import Metrics, VolumeSnapshot
+from cartd.records import Verified
 from cartd.schemas import FileOrder
 from cartd.service.carts import CartService
 from cartd.status import CartStatus
@@ -71,7 +72,7 @@ def test_a_download_collected_while_its_thread_holds_the_write_lock_does_not_dea
     source = volume.file_path(cart.id, file_id)
     source.parent.mkdir(parents=True)
     source.write_bytes(b"z" * 100_000)
-    assert store.record_verified([(file_id, 100_000, source.stat().st_mtime)]) == {file_id}
+    assert store.record_verified([Verified(file_id, 100_000, source.stat().st_mtime)]) == {file_id}
     assert store.move_cart(cart.id, CartStatus.BUNDLING)
     assert store.move_cart(cart.id, CartStatus.READY)
 

@@ -4,19 +4,24 @@ meanwhile, and a cut (never a wrong byte) when the cart fails or a file is other
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cartd.bundle import Member, iter_tar, member_starts, tar_size
+from cartd.bundle import Member, iter_tar, member_starts, tar_layout, tar_size
 from cartd.db.store import CartStore
 from cartd.errors import DownloadCut
-from cartd.records import Cart, CartFile
-from cartd.schemas import FileOrder
-from cartd.service.layout import cart_members
+from cartd.records import Cart, CartFile, Verified
+from cartd.schemas import FileOrder, Packing
+from cartd.segments import Layout, iter_range
+from cartd.service.crcs import Crcs
+from cartd.service.layout import cart_layout, cart_members
 from cartd.service.live import POLL, Announced, Pause, Pieces, announce, live_pieces
 from cartd.status import CartStatus
 from cartd.storage import Volume
@@ -44,7 +49,9 @@ class Being:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(CONTENTS[file.path])
         os.utime(path, (mtime, mtime))
-        moved = self.store.record_verified([(file.id, size or len(CONTENTS[file.path]), mtime)])
+        moved = self.store.record_verified(
+            [Verified(file.id, size or len(CONTENTS[file.path]), mtime)]
+        )
         assert moved == {file.id}
 
     def pieces(self, start: int = 0, end: int | None = None) -> Pieces:
@@ -52,7 +59,7 @@ class Being:
         return live_pieces(
             self.store,
             self.cart.id,
-            self.members,
+            tar_layout(self.members).segments,
             self.announced,
             1024,
             start,
@@ -69,7 +76,7 @@ def being(store: CartStore, tmp_path: Path) -> Being:
     files = store.files_of(cart.id)
     volume = Volume(tmp_path / "volume")
     members = cart_members(cart, files, volume, top="data")
-    return Being(store, volume, cart, files, members, announce(members, files))
+    return Being(store, volume, cart, files, members, announce(tar_layout(members).spans, files))
 
 
 def take(pieces: Pieces) -> tuple[bytes, bool]:
@@ -162,3 +169,45 @@ def test_member_starts_place_each_member_end_to_end(being: Being) -> None:
     assert [file.start for file in being.announced] == [
         start for start, member in zip(starts, being.members, strict=True) if member.source
     ]
+
+
+def zip_of(being: Being, *, being_made: bool) -> Layout:
+    """The cart's zip as a download makes it: while being made, or once ready."""
+    files = being.files if being_made else being.store.files_of(being.cart.id)
+    crcs = Crcs(being.store, being.volume, files, 1024, being_made=being_made)
+    return cart_layout(
+        being.cart, files, being.volume, "data", packing=Packing.ZIP, inline=[], crc_of=crcs
+    )
+
+
+def test_a_zip_sends_each_header_once_its_file_is_verified_and_its_directory_last(
+    being: Being,
+) -> None:
+    """A file's local header holds its CRC-32 (learned from its row once verified, here
+    from its bytes: the row has none); the central directory holds every file's."""
+    live = zip_of(being, being_made=True)
+    announced = announce(live.spans, being.files)
+    pieces = live_pieces(being.store, being.cart.id, live.segments, announced, 1024, 0, live.size)
+    before, paused = take(pieces)
+    assert paused
+    assert len(before) == announced[0].start
+    being.verify(0)
+    being.verify(2)
+    first, paused = take(pieces)
+    assert paused, "the second file holds up its header and the directory"
+    assert len(before + first) == announced[1].start
+    tail = live.size - 40  # in the central directory: a range there waits for every file
+    directory = live_pieces(
+        being.store, being.cart.id, live.segments, announced, 1024, tail, live.size
+    )
+    assert take(directory) == (b"", True)
+    being.verify(1)
+    rest, paused = take(pieces)
+    assert not paused
+    ready = zip_of(being, being_made=False)
+    assert before + first + rest == b"".join(iter_range(ready.segments, 1 << 20))
+    with zipfile.ZipFile(io.BytesIO(before + first + rest)) as archive:
+        assert archive.testzip() is None
+        assert {name: archive.read(f"data/{name}") for name in CONTENTS} == CONTENTS
+    recorded = [file.crc32 for file in being.store.files_of(being.cart.id)]
+    assert recorded == [zlib.crc32(data) for data in CONTENTS.values()]

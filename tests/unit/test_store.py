@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from cartd.db.store import CartStore
+from cartd.records import Verified
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus
 
@@ -19,11 +20,14 @@ def _cart(store: CartStore, uid: str, count: int) -> tuple[int, list[int]]:
 def test_a_group_is_recorded_verified_with_its_sizes(store: CartStore) -> None:
     cart_id, ids = _cart(store, "a", 3)
     assert store.claim_files(ids, "me", time.time() + 60)
-    assert store.record_verified([(ids[0], 10, 1.0), (ids[1], 20, 2.0)]) == {ids[0], ids[1]}
+    assert store.record_verified([Verified(ids[0], 10, 1.0, 7), Verified(ids[1], 20, 2.0)]) == {
+        ids[0],
+        ids[1],
+    }
     rows = {file.id: file for file in store.files_of(cart_id)}
-    assert [(rows[i].status, rows[i].size, rows[i].mtime) for i in ids[:2]] == [
-        (FileStatus.STAGED, 10, 1.0),
-        (FileStatus.STAGED, 20, 2.0),
+    assert [(rows[i].status, rows[i].size, rows[i].mtime, rows[i].crc32) for i in ids[:2]] == [
+        (FileStatus.STAGED, 10, 1.0, 7),
+        (FileStatus.STAGED, 20, 2.0, None),
     ]
     assert rows[ids[2]].status is FileStatus.WAITING
     assert store.claim_files(ids, "another", time.time() + 60) == set(), "none free for another"
@@ -35,7 +39,11 @@ def test_a_group_moves_only_the_files_of_carts_still_being_made(store: CartStore
     kept, kept_ids = _cart(store, "kept", 2)
     gone, gone_ids = _cart(store, "gone", 2)
     store.delete_uid("gone")
-    group = [(kept_ids[0], 1, 1.0), (gone_ids[0], 1, 1.0), (kept_ids[1], 1, 1.0)]
+    group = [
+        Verified(kept_ids[0], 1, 1.0),
+        Verified(gone_ids[0], 1, 1.0),
+        Verified(kept_ids[1], 1, 1.0),
+    ]
     assert store.record_verified(group) == set(kept_ids)
     assert {file.status for file in store.files_of(kept)} == {FileStatus.STAGED}
     assert {file.status for file in store.files_of(gone)} == {FileStatus.WAITING}

@@ -2,12 +2,9 @@
 the outbox of events to send there, written in the same transaction as the status
 change so that none is lost to a crash before it is sent.
 
-(down_revision is 0007 for now: 0008 is made beside this one, and the two are chained
-when both are merged.)
-
 Revision ID: 0009
-Revises: 0007
-Create Date: 2026-12-01
+Revises: 0008
+Create Date: 2026-11-30
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
