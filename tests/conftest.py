@@ -27,6 +27,16 @@ _ids = itertools.count(1)
 
 FileEntry = dict[str, Any]
 
+#: The modules whose tests run longest (schemathesis, the benchmarks' smoke runs), collected
+#: first: the suite runs in two processes (pytest-xdist, a file at a time), and a long file
+#: started last would leave one process running alone at the end.
+LONG_MODULES = ("test_openapi_conformance.py", "test_bench_smoke.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the long modules first, keeping the order of everything else."""
+    items.sort(key=lambda item: item.path.name not in LONG_MODULES)
+
 
 def new_id(prefix: str = "f") -> str:
     """A file id no other test uses (the archives are shared per session)."""
