@@ -39,6 +39,7 @@ from cartd.schemas import (
 from cartd.segments import MTIME_TOLERANCE, Layout, iter_range, read_checked, unchanged
 from cartd.service.changes import CartWatcher
 from cartd.service.cleanup import discard
+from cartd.service.counts import ProgressCounts
 from cartd.service.crcs import Crcs
 from cartd.service.layout import cart_layout
 from cartd.service.leases import DownloadLeases, Lease
@@ -258,6 +259,7 @@ class CartService:
         #: Where an order's callback may point (none given: callbacks are not enabled).
         self.callbacks = callbacks or CallbackRule()
         self.leases = DownloadLeases(store)
+        self.counts = ProgressCounts(store)
         self.store = store
         self.volume = volume
         self.runner = runner
@@ -276,12 +278,12 @@ class CartService:
 
     def state(self, uid: str) -> CartState:
         cart = self._latest(uid)
-        return CartState(cart, self.store.progress(cart.id))
+        return CartState(cart, self.counts.of(cart))
 
     def watcher(self, uid: str) -> CartWatcher:
         """What `HEAD` with `Prefer: wait`, the event stream and the live page look at."""
         validate_uid(uid)
-        return CartWatcher(self.store, uid)
+        return CartWatcher(self.store, self.counts, uid)
 
     def files(self, uid: str) -> tuple[Cart, list[CartFile]]:
         cart = self._latest(uid)

@@ -20,6 +20,7 @@ from cartd.db.store import CartStore
 from cartd.errors import CartNotFound
 from cartd.records import Cart, CartFile, Progress
 from cartd.service.backoff import Backoff
+from cartd.service.counts import ProgressCounts
 from cartd.service.live import Pause
 from cartd.status import CartStatus, FileStatus
 
@@ -131,8 +132,15 @@ def differences(before: Snapshot, after: Snapshot) -> tuple[Change, ...]:
 class CartWatcher:
     """Looks at the newest cart of one uid, as `HEAD` and `GET` see it."""
 
-    def __init__(self, store: CartStore, uid: str, holding_shown: int = HOLDING_SHOWN) -> None:
+    def __init__(
+        self,
+        store: CartStore,
+        counts: ProgressCounts,
+        uid: str,
+        holding_shown: int = HOLDING_SHOWN,
+    ) -> None:
         self.store = store
+        self.counts = counts
         self.uid = uid
         self.holding_shown = holding_shown
 
@@ -141,7 +149,7 @@ class CartWatcher:
         cart = self.store.latest_cart(self.uid)
         if cart is None:
             return None
-        progress = self.store.progress(cart.id)
+        progress = self.counts.of(cart)
         holding: tuple[Holdup, ...] = ()
         if progress.files_staged < progress.files_total:
             holding = tuple(

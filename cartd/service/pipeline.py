@@ -455,7 +455,7 @@ class Pipeline:
         if cart.status is not CartStatus.WAITING and cart.reserved_bytes is not None:
             return []
         self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
-        return [file.id for file in self.store.files_of(cart.id) if file.status in _OPEN]
+        return self.store.open_file_ids(cart.id)
 
     # -- space ---------------------------------------------------------------------------
 

@@ -105,11 +105,21 @@ class EmbeddedRunner:
             self.volume.remove_cart(cart_id)
             self.store.forget(cart_id)
         with self._cond:
-            sizing = {ident for kind, ident in [*self._queued, *self._running] if kind == "size"}
+            queued, running = dict(self._queued), set(self._running)
+            now = time.monotonic()
+        sizing = {ident for kind, ident in [*queued, *running] if kind == "size"}
         wall = time.time()
         for file_id, cart_id, due in files:
-            if cart_id not in sizing:  # that pass starts the cart's files itself
-                self.submit_file(file_id, max(0.0, (due or wall) - wall))
+            delay = max(0.0, (due or wall) - wall)
+            task: Task = ("file", file_id)
+            # Queued for no later than the database says: nothing to do (that is all of a
+            # large cart's files, mostly: pushed one at a time, a lock each, they made each
+            # sweep of a 100,000-file cart cost a core-second). A running one is pushed, to
+            # run once more: a re-drive (`cartd fixit`) may have come while it ran.
+            if task not in running and queued.get(task, float("inf")) <= now + delay:
+                continue
+            if cart_id not in sizing:
+                self.submit_file(file_id, delay)
         for cart_id in finishing:
             self.submit_finish(cart_id)
 

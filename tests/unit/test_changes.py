@@ -13,6 +13,7 @@ import pytest
 from cartd.db.store import CartStore, files
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import FileOrder
+from cartd.service.counts import ProgressCounts
 from cartd.service.backoff import Backoff
 from cartd.service.changes import (
     HOLDING_SHOWN,
@@ -179,7 +180,7 @@ def test_a_look_names_the_files_that_say_most_about_why_the_cart_waits(
     _set(store, ids[5], status="staging", on_disk=False, polls=3, size=20)
     _set(store, ids[9], attempts=2, error="archive answered 500")
     _set(store, ids[12], status="error", error="checksum mismatch")
-    look = CartWatcher(store, "watched").first()
+    look = CartWatcher(store, ProgressCounts(store), "watched").first()
     assert (look.progress.files_total, look.progress.files_staged) == (14, 1)
     assert (look.progress.files_sized, look.progress.bytes_total) == (2, 30)
     assert len(look.holding) == HOLDING_SHOWN
@@ -191,4 +192,4 @@ def test_a_look_names_the_files_that_say_most_about_why_the_cart_waits(
         ("f2.bin", Reason.QUEUED),
     ]
     assert look.holding[1].error == "archive answered 500"
-    assert CartWatcher(store, "nothing").look() is None
+    assert CartWatcher(store, ProgressCounts(store), "nothing").look() is None
