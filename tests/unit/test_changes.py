@@ -13,7 +13,6 @@ import pytest
 from cartd.db.store import CartStore, files
 from cartd.records import Cart, CartFile, Progress
 from cartd.schemas import FileOrder
-from cartd.service.counts import ProgressCounts
 from cartd.service.backoff import Backoff
 from cartd.service.changes import (
     HOLDING_SHOWN,
@@ -30,6 +29,7 @@ from cartd.service.changes import (
     head_view,
     reason_of,
 )
+from cartd.service.counts import ProgressCounts
 from cartd.service.live import Pause
 from cartd.status import CartStatus, FileStatus
 
