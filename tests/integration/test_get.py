@@ -27,6 +27,7 @@ from tests.support.fault_archive import FaultArchive, Faults
 from tests.support.original_service import OriginalCartd
 from tests.support.tar_proxy import TarProxy
 from tests.support.tars import tar_files
+from tests.support.watching import FOREVER, MTIME
 
 pytestmark = pytest.mark.archive
 
@@ -238,8 +239,9 @@ def test_interrupted_while_a_file_is_on_tape_then_run_again(
     and never FILE; the same command run again finishes it."""
     near, far = os.urandom(30_000), os.urandom(30_000)
     with FaultArchive() as archive:
-        archive.add("near", near)
-        archive.add("far", far, faults=Faults(tape_seconds=1.5))
+        archive.add("near", near, mtime=MTIME)
+        # On tape until the test lets it go: the first run must be seen waiting for it.
+        archive.add("far", far, mtime=MTIME, faults=Faults(tape_seconds=FOREVER))
         server = cartd_factory(archive.url)
         fileids = [entry("near", near, "near.dat"), entry("far", far, "far.dat")]
         order = write_order(in_tmp, fileids)
@@ -269,6 +271,7 @@ def test_interrupted_while_a_file_is_on_tape_then_run_again(
         assert "tape.tar.part" in leftovers(in_tmp)
         assert any(line.startswith("held up by ") for line in seen), seen
 
+        archive.add("far", far, mtime=MTIME)  # on disk from now on
         code = run_get(order, "--server", server.url, "-o", "tape.tar")
 
     again = capsys.readouterr()
