@@ -36,6 +36,11 @@ class FileStatus(StrEnum):
     STAGED = "staged"  # pulled, verified and in place on the volume
     ERROR = "error"  # gave up; `error` says why
 
+    @property
+    def is_open(self) -> bool:
+        """A step still has to stage the file: neither verified nor given up."""
+        return self in (FileStatus.WAITING, FileStatus.STAGING)
+
 
 CART_TRANSITIONS: dict[CartStatus, frozenset[CartStatus]] = {
     CartStatus.WAITING: frozenset(

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine, and_, bindparam, func, select
 from sqlalchemy.sql import ColumnElement, FromClause
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import Exists
 
 from cartd.db.engine import Writer
-from cartd.db.store import carts, files, now
+from cartd.db.store import ACTIVE, OPEN, carts, files, now
 from cartd.status import CartStatus, FileStatus
 
-_OPEN = [FileStatus.WAITING.value, FileStatus.STAGING.value]
-_ACTIVE = [status.value for status in CartStatus if status.is_active]
 #: Not deleted: a cart whose files are (or may be) on the volume.
 LIVE = carts.c.status != CartStatus.DELETED.value
 #: A live cart that holds space on the volume.
@@ -109,17 +108,24 @@ _WAKE = (
     .select_from(_COPIES_OF_MINE)
     .where(_MINE.c.id.in_(_IDS))
 )
-_COUNTED_ELSEWHERE = (
-    select(_OTHER.c.id)
-    .select_from(_OTHER.join(_OWNER, _OWNER.c.id == _OTHER.c.cart_id))
-    .where(
-        _same_file(files, _OTHER),
-        _OTHER.c.size.is_not(None),
-        _OTHER.c.id.not_in(_IDS),
-        _OWNER.c.status != CartStatus.DELETED.value,
-        _holding(_OWNER),
+
+
+def _copy_where(*conditions: ColumnElement[bool]) -> Exists:
+    """Whether a row `_OTHER` (of the cart `_OWNER`) names the archive file of the
+    `cart_files` row at hand, with the same checksum, and meets `conditions`."""
+    return (
+        select(_OTHER.c.id)
+        .select_from(_OTHER.join(_OWNER, _OWNER.c.id == _OTHER.c.cart_id))
+        .where(_same_file(files, _OTHER), *conditions)
+        .exists()
     )
-    .exists()
+
+
+_COUNTED_ELSEWHERE = _copy_where(
+    _OTHER.c.size.is_not(None),
+    _OTHER.c.id.not_in(_IDS),
+    _OWNER.c.status != CartStatus.DELETED.value,
+    _holding(_OWNER),
 )
 #: Each file's key, and whether a copy of it is counted already (see `already_counted`).
 _COUNTED = select(
@@ -160,7 +166,7 @@ class CopyStore:
                                 None if row.crc32 is None else int(row.crc32),
                             )
                         )
-                elif row.status in _OPEN and row.cart_status in _ACTIVE:
+                elif row.status in OPEN and row.cart_status in ACTIVE:
                     rivals[for_id].append((row.status != FileStatus.STAGING.value, int(row.id)))
         found = {}
         for file_id, open_copies in rivals.items():
@@ -179,7 +185,7 @@ class CopyStore:
                 {
                     int(row.id)
                     for row in connection.execute(_WAKE, {"file_ids": list(verified)})
-                    if row.status in _OPEN and row.cart_status in _ACTIVE
+                    if row.status in OPEN and row.cart_status in ACTIVE
                 }
             )
         if not found:
@@ -187,7 +193,7 @@ class CopyStore:
         with self._writer.begin() as connection:
             connection.execute(
                 files.update()
-                .where(files.c.id.in_(found), files.c.status.in_(_OPEN))
+                .where(files.c.id.in_(found), files.c.status.in_(OPEN))
                 .values(next_attempt_at=time.time(), updated_at=now())
             )
         return found
@@ -220,12 +226,7 @@ def _alone(
     """The bytes of the cart's sized rows, and of the distinct archive files among them
     that no row of another cart selected by `elsewhere` (a condition on that cart's row,
     given its table) names."""
-    named_elsewhere = (
-        select(_OTHER.c.id)
-        .select_from(_OTHER.join(_OWNER, _OWNER.c.id == _OTHER.c.cart_id))
-        .where(_same_file(files, _OTHER), _OTHER.c.cart_id != cart_id, elsewhere(_OWNER))
-        .exists()
-    )
+    named_elsewhere = _copy_where(_OTHER.c.cart_id != cart_id, elsewhere(_OWNER))
     mine = and_(files.c.cart_id == cart_id, files.c.size.is_not(None))
     rows = connection.scalar(select(func.coalesce(func.sum(files.c.size), 0)).where(mine))
     per_file = (

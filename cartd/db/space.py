@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import BindParameter
 from cartd.db.copies import HOLDING, already_counted, duplicate_bytes, freed_by
 from cartd.db.engine import Writer
 from cartd.db.models import VolumeLockRow
-from cartd.db.store import carts, files, now, record_callback_event
+from cartd.db.store import ACTIVE, OPEN, carts, files, now, record_callback_event
 from cartd.space_plan import NO_SPACE, Candidate, plan_space
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
@@ -37,10 +37,8 @@ volume_lock = cast(Table, VolumeLockRow.__table__)
 _LIVE = carts.c.status != CartStatus.DELETED.value
 _EVICTABLE = [CartStatus.READY.value, CartStatus.ERROR.value]
 assert all(CartStatus(status) in cart_sources(CartStatus.DELETED) for status in _EVICTABLE)
-_ACTIVE = [status.value for status in CartStatus if status.is_active]
-assert all(CartStatus(status) in cart_sources(CartStatus.ERROR) for status in _ACTIVE)
+assert all(CartStatus(status) in cart_sources(CartStatus.ERROR) for status in ACTIVE)
 assert FileStatus.STAGED in file_sources(FileStatus.WAITING)
-_OPEN = [FileStatus.WAITING.value, FileStatus.STAGING.value]
 
 #: Seconds the volume's capacity (its free space plus what cartd keeps there) may be
 #: reused by growths that plainly fit: summing what cartd keeps reads the row of every
@@ -66,14 +64,14 @@ _RECORD_SIZE = (
 # The statements of every growth, built once (see `cartd.db.copies`).
 _CART: BindParameter[int] = bindparam("cart_id")
 _TAKE_LOCK = select(volume_lock.c.id).with_for_update()
-_HELD = select(carts.c.reserved_bytes).where(carts.c.id == _CART, carts.c.status.in_(_ACTIVE))
+_HELD = select(carts.c.reserved_bytes).where(carts.c.id == _CART, carts.c.status.in_(ACTIVE))
 _HOLD = carts.update().where(carts.c.id == _CART).values(reserved_bytes=bindparam("held"))
 _UNSIZED_LEFT = select(files.c.id).where(files.c.cart_id == _CART, files.c.size.is_(None)).limit(1)
 _UNSIZED_AMONG = select(files.c.id).where(
     files.c.id.in_(bindparam("file_ids", expanding=True)),
     files.c.cart_id == _CART,
     files.c.size.is_(None),
-    files.c.status.in_(_OPEN),
+    files.c.status.in_(OPEN),
 )
 
 
@@ -263,7 +261,7 @@ class SpaceLedger:
         stamp = now()
         ended = connection.execute(
             carts.update()
-            .where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE))
+            .where(carts.c.id == cart_id, carts.c.status.in_(ACTIVE))
             .values(
                 status=CartStatus.ERROR.value,
                 error=NO_SPACE,

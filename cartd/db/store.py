@@ -43,7 +43,9 @@ carts = cast(Table, CartRow.__table__)
 files = cast(Table, FileRow.__table__)
 events = cast(Table, CallbackEventRow.__table__)
 
-_ACTIVE = [status.value for status in CartStatus if status.is_active]
+#: Carts being made, and files a step still has to stage, as the columns hold them.
+ACTIVE = [status.value for status in CartStatus if status.is_active]
+OPEN = [status.value for status in FileStatus if status.is_open]
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,7 @@ def _file(row: Row[Any]) -> CartFile:
 
 
 def _cart_is_active(cart_id: ColumnElement[Any]) -> ColumnElement[bool]:
-    return (
-        select(carts.c.id).where(carts.c.id == cart_id, _one_of(carts.c.status, _ACTIVE)).exists()
-    )
+    return select(carts.c.id).where(carts.c.id == cart_id, _one_of(carts.c.status, ACTIVE)).exists()
 
 
 def _one_of(status: ColumnElement[str], values: Iterable[str]) -> ColumnElement[bool]:
@@ -356,7 +356,7 @@ class CartStore:
         with self._reading() as connection:
             return set(
                 connection.scalars(
-                    select(carts.c.id).where(carts.c.id.in_(cart_ids), carts.c.status.in_(_ACTIVE))
+                    select(carts.c.id).where(carts.c.id.in_(cart_ids), carts.c.status.in_(ACTIVE))
                 )
             )
 
@@ -445,7 +445,7 @@ class CartStore:
                     select(files.c.id)
                     .where(
                         files.c.cart_id == cart_id,
-                        files.c.status.in_([FileStatus.WAITING.value, FileStatus.STAGING.value]),
+                        files.c.status.in_(OPEN),
                     )
                     .order_by(files.c.id)
                 )
@@ -577,7 +577,6 @@ class CartStore:
         """
         assert CartStatus.ERROR in cart_sources(CartStatus.STAGING)
         assert FileStatus.ERROR in file_sources(FileStatus.WAITING)
-        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
         stamp = now()
         with self._writing() as connection:
             reopened = connection.execute(
@@ -588,7 +587,7 @@ class CartStore:
             if not reopened:
                 touched = connection.execute(
                     carts.update()
-                    .where(carts.c.id == cart_id, carts.c.status.in_(_ACTIVE))
+                    .where(carts.c.id == cart_id, carts.c.status.in_(ACTIVE))
                     .values(
                         # A cart whose first step was lost is started here: its files
                         # size themselves.
@@ -605,7 +604,7 @@ class CartStore:
             # counted twice.
             due_now = connection.execute(
                 files.update()
-                .where(files.c.cart_id == cart_id, files.c.status.in_(open_files))
+                .where(files.c.cart_id == cart_id, files.c.status.in_(OPEN))
                 .values(attempts=0, on_disk=None, next_attempt_at=OVERDUE, updated_at=stamp)
             ).rowcount
             failed = connection.execute(
@@ -645,7 +644,7 @@ class CartStore:
         until it ends, so it too shows here.
         """
         before = before.astimezone(UTC)
-        live = and_(carts.c.status.in_(_ACTIVE), carts.c.updated_at < before)
+        live = and_(carts.c.status.in_(ACTIVE), carts.c.updated_at < before)
         tally = (
             select(
                 files.c.cart_id.label("cart_id"),
@@ -795,7 +794,7 @@ class CartStore:
             files.update()
             .where(
                 files.c.id.in_(ids),
-                files.c.status.in_([FileStatus.WAITING.value, FileStatus.STAGING.value]),
+                files.c.status.in_(OPEN),
                 or_(files.c.claimed_until.is_(None), files.c.claimed_until < wall),
             )
             .values(claimed_by=token, claimed_until=until)
@@ -890,14 +889,13 @@ class CartStore:
         every file is staged but which never became ready, and deleted carts whose files
         may still be on the volume.
         """
-        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
         with self._reading(snapshot=True) as connection:
             due = [
                 (int(file_id), int(cart_id), next_at)
                 for file_id, cart_id, next_at in connection.execute(
                     select(files.c.id, files.c.cart_id, files.c.next_attempt_at)
                     .join(carts, carts.c.id == files.c.cart_id)
-                    .where(carts.c.status.in_(_ACTIVE), files.c.status.in_(open_files))
+                    .where(carts.c.status.in_(ACTIVE), files.c.status.in_(OPEN))
                     .order_by(files.c.id)
                 )
             ]
@@ -907,7 +905,7 @@ class CartStore:
                 .exists()
             )
             finishing = list(
-                connection.scalars(select(carts.c.id).where(carts.c.status.in_(_ACTIVE), ~not_done))
+                connection.scalars(select(carts.c.id).where(carts.c.status.in_(ACTIVE), ~not_done))
             )
             deleted = list(
                 connection.scalars(
@@ -936,7 +934,6 @@ class CartStore:
         wall = time.time()
         stamp = now()
         before = stamp - timedelta(seconds=grace)
-        open_files = [FileStatus.WAITING.value, FileStatus.STAGING.value]
         due_at = func.coalesce(files.c.next_attempt_at, 0.0)
         lapsed = and_(files.c.claimed_by.is_not(None), files.c.claimed_until < wall)
         dead = files.alias("dead")
@@ -971,7 +968,7 @@ class CartStore:
                     .join(carts, carts.c.id == files.c.cart_id)
                     .where(
                         carts.c.status == CartStatus.STAGING.value,
-                        files.c.status.in_(open_files),
+                        files.c.status.in_(OPEN),
                         late,
                     )
                     .order_by(due_at, files.c.id)
@@ -1001,7 +998,7 @@ class CartStore:
                 connection.scalars(
                     select(carts.c.id)
                     .where(
-                        carts.c.status.in_(_ACTIVE),
+                        carts.c.status.in_(ACTIVE),
                         or_(carts.c.updated_at < before, cart_lapsed),
                         unclaimed,
                         ~not_done,

@@ -59,7 +59,7 @@ from cartd.storage import Volume
 
 log = logging.getLogger(__name__)
 
-_OPEN = (FileStatus.WAITING, FileStatus.STAGING)
+_OPEN = tuple(status for status in FileStatus if status.is_open)
 GROUP_BYTES = 64 * 1024 * 1024
 GROUP_SECONDS = 0.5
 #: Seconds before its due time a file step may run.
