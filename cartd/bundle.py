@@ -87,12 +87,14 @@ def member_starts(members: Iterable[Member]) -> list[int]:
 
 def tar_layout(members: list[Member]) -> Layout:
     """The tar as segments, each file's span its member: header, content and padding."""
-    spans = [
-        (start, start + member.length)
+    files = [
+        (start, member)
         for start, member in zip(member_starts(members), members, strict=True)
         if member.source is not None
     ]
-    return Layout(list(_segments(members)), spans)
+    spans = [(start, start + member.length) for start, member in files]
+    contents = [start + len(member.header) for start, member in files]
+    return Layout(list(_segments(members)), spans, contents)
 
 
 def iter_tar(

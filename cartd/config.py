@@ -401,6 +401,15 @@ KEYS: tuple[Key, ...] = (
         "Longest a `HEAD` with `Prefer: wait=N` is held waiting for its cart to change, in"
         " whole seconds; a longer N is cut to this (0: never held).",
     ),
+    Key(
+        "stream_while_pulling",
+        "cartd",
+        "stream_while_pulling",
+        "CARTD_STREAM_WHILE_PULLING",
+        "Whether a `GET` with `Prefer: wait` sends a tar member's bytes while its file is"
+        " pulled, all but its last 64 KiB, which wait for the checksum (a file that fails"
+        " cuts the stream inside its member); false: each member once its file is verified.",
+    ),
 )
 KEYS_BY_FIELD = {key.field: key for key in KEYS}
 
@@ -453,6 +462,7 @@ class Settings(BaseModel):
     callback_timeout: float = Field(10.0, gt=0)
     # Under the 60 s a common proxy waits for an answer to begin (nginx's proxy_read_timeout).
     max_wait: int = Field(50, ge=0, le=86400)
+    stream_while_pulling: bool = True
 
     @field_validator("transfer_size", "volume_size_limit", "max_order_size", mode="before")
     @classmethod

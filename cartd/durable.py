@@ -189,13 +189,22 @@ class DurableFile:
     def __init__(self, path: Path, *, expected_size: int = 0) -> None:
         self._writer = _open(path, expected_size)
         self._open = True
+        self._finished = False
 
     def write(self, chunk: bytes) -> None:
         self._writer.write(chunk)
 
+    def finish(self) -> None:
+        """Wait for every byte to be handed to the kernel: a reader of the file sees all
+        of it from now on, though it may not be on disk yet. Raises what any write
+        raised."""
+        if not self._finished:
+            self._finished = True
+            self._writer.finish()
+
     def commit(self) -> None:
         """Wait for every byte, fsync, close; raises what any write raised."""
-        self._writer.finish()
+        self.finish()
         os.fsync(self._writer.descriptor)
         self._close()
 

@@ -189,6 +189,7 @@ def build_runtime(settings: Settings, *, api: bool = True) -> Runtime:
         runner,
         bundle_default=settings.bundle_task,
         chunk_size=settings.transfer_size,
+        stream_while_pulling=settings.stream_while_pulling,
         metrics=metrics,
         callbacks=rule,
     )

@@ -40,6 +40,18 @@ class Volume:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def partials(self, cart_id: int, file_id: int) -> list[Path]:
+        """The pulls of a file under way (`partial_path`), oldest name first."""
+        folder = self.cart_dir(cart_id) / "partial"
+        prefix = f"{file_id}."
+        try:
+            names = sorted(
+                entry.name for entry in os.scandir(folder) if entry.name.startswith(prefix)
+            )
+        except FileNotFoundError:
+            return []
+        return [folder / name for name in names]
+
     def clear_partials(self, cart_id: int) -> None:
         """Remove what unfinished pulls of a cart left behind."""
         shutil.rmtree(self.cart_dir(cart_id) / "partial", ignore_errors=True)

@@ -39,7 +39,7 @@ def _install(variant: str) -> None:
 
     def commit(self: durable.DurableFile) -> None:
         writer = self._writer
-        writer.finish()
+        self.finish()
         if variant == "dontneed":
             os.fsync(writer.descriptor)
             if getattr(writer, "written", 0) >= big:

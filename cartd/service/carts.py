@@ -254,6 +254,7 @@ class CartService:
         chunk_size: int,
         metrics: Metrics,
         callbacks: CallbackRule | None = None,
+        stream_while_pulling: bool = True,
     ) -> None:
         self.metrics = metrics
         #: Where an order's callback may point (none given: callbacks are not enabled).
@@ -265,6 +266,8 @@ class CartService:
         self.runner = runner
         self.bundle_default = bundle_default
         self.chunk_size = chunk_size
+        #: Send a tar member's bytes while its file is pulled (`cartd.service.live`).
+        self.stream_while_pulling = stream_while_pulling
 
     def create(self, uid: str, body: bytes) -> Cart:
         """Store the order durably, then hand its files to the runner."""
@@ -345,7 +348,7 @@ class CartService:
             raise CartNotReady("The cart is not ready for download.")
         layout = self._layout(cart, files, top, shape, inline, being_made=True)
         tag = content_tag(cart, files, top, layout.size, shape.variant)
-        announced = announce(layout.spans, files)
+        announced = announce(layout, files)
         return Download(
             cart, name, layout.size, tag, None, layout, self.chunk_size, announced, True, shape
         )
@@ -438,12 +441,14 @@ class CartService:
         lease = self.leases.begin(cart_id)
         pieces = live_pieces(
             self.store,
+            self.volume,
             cart_id,
-            download.layout.segments,
+            download.layout,
             download.announced,
             self.chunk_size,
             start,
             download.size if end is None else end,
+            early=self.stream_while_pulling,
         )
         return LiveStream(pieces, lease, self.metrics, lambda: self._damaged(download))
 

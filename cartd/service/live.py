@@ -1,38 +1,55 @@
 """The download of a cart still being made (`Prefer: wait`): the tar (or zip) it will be
-once ready, sent as its files are verified.
+once ready, sent as its files are pulled and verified.
 
 Once the archive has told the size and modification time of every file, the layout is
 fixed: its length and its tag are known, and they are those of the download after
-ready. The stream sends the bytes in order up to the first byte it cannot vouch for yet,
-the header of the first file not verified (a header holds its file's size and time, a
-zip's its CRC-32 too, so it waits for the file; and a zip's central directory, holding
-every file's, waits for them all), then looks at the database, the only source of truth (the
-file may be verified by a worker in another process), again after a pause that grows
-while nothing changes. It never sleeps: it yields a `Pause`, which its reader waits out
+ready. The stream sends the bytes in order up to the first byte it cannot send yet, then
+waits for that file. It never sleeps: it yields a `Pause`, which its reader waits out
 holding neither a thread nor a database connection.
+
+A file counts as verified once its copy is in place on the volume with the size and
+time announced (the pipeline moves a pull there only after its checksum matched; this
+works whichever process pulled it, the volume being shared), or once the database, the
+source of truth, says so; the database is also what tells a cart that failed or went.
+
+In a tar, a file's header holds only what the archive told before the pull, so with
+`early` (`cartd.stream_while_pulling`) the header and the bytes of the file are sent
+while it is pulled, read from the pull's own file as it grows, all but its last
+`HOLD_BACK` bytes, which wait for the checksum: a file whose checksum fails cuts the
+stream inside its member, and no reader ever holds that file whole. The bytes sent early
+are checked, once the file is in place, to be those of the copy verified. A zip's header
+holds the file's CRC-32, so each zip member waits for its file to be verified.
 
 A cart that fails or is deleted, or a file verified other than the headers announced,
 stops the stream (`DownloadCut`): the client sees a body shorter than its
-`Content-Length`, never a byte that is not the final one, and may resume with `Range`.
+`Content-Length`, never a whole member that is not the final one, and may resume with
+`Range`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+import os
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 from cartd.db.store import CartStore
 from cartd.errors import DownloadCut
 from cartd.records import CartFile
-from cartd.segments import Segment, iter_range
+from cartd.segments import Layout, unchanged
 from cartd.service.backoff import Backoff
 from cartd.status import CartStatus, FileStatus
+from cartd.storage import Volume
 
 #: Seconds between two looks at the database while a download waits for its next file:
 #: a twentieth of a second at first, growing by half while nothing changes, at most half
-#: a second. A look is two indexed queries; a later look is time the client waits idle
-#: (with pauses of up to 2 s, a 1 GiB file was sent up to a second after it was verified).
+#: a second. A look is two indexed queries.
 POLL = Backoff(initial=0.05, factor=1.5, cap=0.5)
+#: Seconds between two looks at the volume (a `stat`, and the pull's size): a file in
+#: place or bytes newly pulled are sent within a few milliseconds.
+TAIL = Backoff(initial=0.002, factor=1.5, cap=0.05)
+#: Bytes at the end of each file, and of each answer, that wait for the file's checksum
+#: when the rest is sent while it is pulled.
+HOLD_BACK = 64 * 1024
 #: Longest wait, while the connection is open, for the archive to tell a new cart's sizes
 #: (and for its space to be held) before the answer; `Prefer: wait=N` shortens it.
 SIZES_WAIT = 30.0
@@ -62,46 +79,210 @@ class Announced:
     start: int  # the first byte that depends on it: its header's
     end: int  # the first byte after the last that does
     size: int
-    mtime: int  # whole seconds, as a tar header holds it
+    mtime: float  # as the archive told it; a tar header holds it in whole seconds
+    #: Where its own bytes begin, when its header may be sent before it is verified (a
+    #: tar's); None when the header waits for the whole file (a zip's).
+    content: int | None = None
 
 
-def announce(spans: Sequence[tuple[int, int]], files: Sequence[CartFile]) -> list[Announced]:
+def announce(layout: Layout, files: Sequence[CartFile]) -> list[Announced]:
     """The files of a layout made from `files` (in their order), with their spans in it."""
-    assert len(spans) == len(files), "one file member per file, in order"
+    assert len(layout.spans) == len(files), "one file member per file, in order"
+    contents: Sequence[int | None] = layout.contents or [None] * len(files)
     return [
-        Announced(file.id, file.archive_id, start, end, file.size or 0, int(file.mtime or 0.0))
-        for file, (start, end) in zip(files, spans, strict=True)
+        Announced(file.id, file.archive_id, start, end, file.size or 0, file.mtime or 0.0, content)
+        for file, (start, end), content in zip(files, layout.spans, contents, strict=True)
     ]
 
 
 def live_pieces(
     store: CartStore,
+    volume: Volume,
     cart_id: int,
-    segments: Sequence[Segment],
+    layout: Layout,
     announced: Sequence[Announced],
     chunk_size: int,
     start: int,
     end: int,
+    *,
+    early: bool = True,
 ) -> Pieces:
     """The bytes from `start` to `end`, those that depend on a file once it is verified as
-    announced, and pauses while waiting for one. Only the files the range touches are
-    waited for. Raises `DownloadCut` (and `SourceChanged` from the reads)."""
+    announced (with `early`, a tar member's while it is pulled, but for its last bytes),
+    and pauses while waiting. Only the files the range touches are waited for. Raises
+    `DownloadCut` (and `SourceChanged` from the reads)."""
     needed = [file for file in announced if file.end > start and file.start < end]
-    verified = 0  # of `needed`, those known verified as announced
-    position, looks = start, 0
-    while position < end:
-        vouched = needed[verified].start if verified < len(needed) else end
-        if vouched > position:
-            stop = min(vouched, end)
-            yield from iter_range(segments, chunk_size, position, stop)
+    progress = _Progress(store, volume, cart_id, needed)
+    position, waits = start, 0
+    try:
+        while position < end:
+            vouched = progress.vouched(end)
+            if vouched > position:
+                stop = min(vouched, end)
+                yield from layout.range(chunk_size, position, stop)
+                position, waits = stop, 0
+                continue
+            if progress.learn():
+                waits = 0
+                continue
+            want = needed[progress.done]
+            if early and want.content is not None:
+                sent = 0
+                for piece in progress.pulled(want, layout, chunk_size, position, end):
+                    sent += len(piece)
+                    yield piece
+                if sent:
+                    position, waits = position + sent, 0
+                    continue
+            pause = Pause(TAIL.delay(waits))
+            progress.waited += pause.seconds
+            yield pause
+            waits += 1
+    finally:
+        progress.close()
+
+
+class _Progress:
+    """What a download knows of the files it waits for, in order: how many are verified
+    as announced, and the pull it reads of the next one."""
+
+    def __init__(
+        self, store: CartStore, volume: Volume, cart_id: int, needed: Sequence[Announced]
+    ) -> None:
+        self.store, self.volume, self.cart_id, self.needed = store, volume, cart_id, needed
+        self.done = 0  # of `needed`, those known verified as announced
+        self.pull: _Pull | None = None  # of `needed[done]`, once its bytes are read
+        #: Looks at the database so far without news, and the seconds paused since the
+        #: last (counted in pauses, not read off a clock: what the reader waited out).
+        self.looks, self.waited = 0, float("inf")
+
+    def vouched(self, end: int) -> int:
+        """The end of the bytes that may be sent as they are: up to the first file that
+        is not known verified."""
+        return self.needed[self.done].start if self.done < len(self.needed) else end
+
+    def learn(self) -> bool:
+        """Whether more files are known verified: on the volume at once, in the database
+        once its next look is due."""
+        found = 0
+        while self.done + found < len(self.needed) and self._in_place(
+            self.needed[self.done + found]
+        ):
+            found += 1
+        if not found and self.waited >= POLL.delay(self.looks):
+            found = _verified_next(self.store, self.cart_id, self.needed[self.done :])
+            self.looks, self.waited = (0 if found else self.looks + 1), 0.0
+        for _ in range(found):
+            self._confirm(self.needed[self.done])
+            self.done += 1
+        return found > 0
+
+    def _in_place(self, want: Announced) -> bool:
+        if want.content is None:
+            return False  # a zip header's CRC is the database's: it is told there
+        try:
+            stat = os.stat(self.volume.file_path(self.cart_id, want.file_id))
+        except FileNotFoundError:
+            return False
+        return unchanged(stat, want.size, want.mtime)
+
+    def _confirm(self, want: Announced) -> None:
+        """A file is verified: the bytes already sent of it while it was pulled must be
+        those of the verified copy. Raises `DownloadCut` where they are not."""
+        pull, self.pull = self.pull, None
+        if pull is None:
+            return
+        with pull:
+            if pull.sent and not pull.is_copy_of(self.volume.file_path(self.cart_id, want.file_id)):
+                raise DownloadCut(
+                    f"file {want.archive_id} was pulled again after part of it was sent, and"
+                    " the bytes differ: download the cart again from its start"
+                )
+
+    def pulled(
+        self, want: Announced, layout: Layout, chunk_size: int, position: int, end: int
+    ) -> Iterator[bytes]:
+        """The bytes of `want` from `position` that its pull has written so far: its
+        header once the pull has begun, then its contents but for the last `HOLD_BACK`
+        bytes (and never the answer's last `HOLD_BACK`)."""
+        assert want.content is not None
+        if self.pull is None:
+            self.pull = _Pull.open(self.volume.partials(self.cart_id, want.file_id))
+            if self.pull is None:
+                return
+        if position < want.content:
+            stop = min(want.content, end)
+            yield from layout.range(chunk_size, position, stop)
             position = stop
-            continue
-        found = _verified_next(store, cart_id, needed[verified:])
-        if found:
-            verified, looks = verified + found, 0
-            continue
-        yield Pause(POLL.delay(looks))
-        looks += 1
+        limit = min(want.content + want.size - HOLD_BACK, end - HOLD_BACK)
+        yield from self.pull.read(position - want.content, limit - want.content, chunk_size)
+
+    def close(self) -> None:
+        if self.pull is not None:
+            self.pull.close()
+            self.pull = None
+
+
+class _Pull:
+    """One pull of a file as it is written, through a descriptor of its own: the bytes
+    read are those of this pull even once it is moved into place (or abandoned)."""
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.sent = 0  # bytes of the file read from here, from its first
+
+    @classmethod
+    def open(cls, paths: Sequence[os.PathLike[str]]) -> _Pull | None:
+        for path in paths:
+            try:
+                return cls(os.open(path, os.O_RDONLY))
+            except FileNotFoundError:
+                continue  # moved into place or abandoned meanwhile
+        return None
+
+    def read(self, offset: int, limit: int, chunk_size: int) -> Iterator[bytes]:
+        """What is written from `offset` up to `limit`, in whole chunks but for the last
+        (each piece sent costs about as much as a chunk's bytes: no dribbling)."""
+        available = min(limit, os.fstat(self.descriptor).st_size)
+        if available < limit:
+            available -= (available - offset) % chunk_size
+        while offset < available:
+            chunk = os.pread(self.descriptor, min(chunk_size, available - offset), offset)
+            if not chunk:
+                return
+            offset += len(chunk)
+            self.sent = max(self.sent, offset)
+            yield chunk
+
+    def is_copy_of(self, path: os.PathLike[str]) -> bool:
+        """Whether the bytes read from here are those of the file at `path`: the very file
+        (the pull moved into place), else compared byte for byte (another pull of the same
+        file was moved there: this one's bytes may still be right)."""
+        try:
+            target = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.fstat(target).st_ino == os.fstat(self.descriptor).st_ino:
+                return True
+            offset = 0
+            while offset < self.sent:
+                length = min(1024 * 1024, self.sent - offset)
+                if os.pread(target, length, offset) != os.pread(self.descriptor, length, offset):
+                    return False
+                offset += length
+            return True
+        finally:
+            os.close(target)
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+
+    def __enter__(self) -> _Pull:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _verified_next(store: CartStore, cart_id: int, waiting: Sequence[Announced]) -> int:
@@ -120,11 +301,11 @@ def _verified_next(store: CartStore, cart_id: int, waiting: Sequence[Announced])
             raise DownloadCut("the cart was deleted while it was downloaded")
         if row.status is not FileStatus.STAGED:
             break
-        if row.size != want.size or int(row.mtime or 0.0) != want.mtime:
+        if row.size != want.size or int(row.mtime or 0.0) != int(want.mtime):
             raise DownloadCut(
                 f"file {want.archive_id} was verified at {row.size} bytes, modified at"
                 f" {int(row.mtime or 0.0)}, not as the download announced it"
-                f" ({want.size} bytes, {want.mtime})"
+                f" ({want.size} bytes, {int(want.mtime)})"
             )
         count += 1
     return count

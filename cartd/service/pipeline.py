@@ -535,26 +535,35 @@ class Pipeline:
                     crc = crc32(chunk, crc)
                     out.write(chunk)
                     received += len(chunk)
-                out.commit()
-            if received != info.size:
-                raise TransientArchiveError(
-                    f"the archive sent {received} bytes of the {info.size} it announced"
-                )
-            if digest.hexdigest() != file.hashsum:
-                # The digest found goes to the operator's log only: told to a client, it
-                # would let anyone learn the digest of any file the archive can read.
-                _log(cart, file).warning(
-                    "checksum mismatch: %s of the archive's bytes is %s",
-                    file.hashtype,
-                    digest.hexdigest(),
-                )
-                raise ChecksumMismatch(
-                    f"checksum mismatch: the archive's bytes do not have the {file.hashtype}"
-                    f" digest ordered ({file.hashsum})"
-                )
-            os.utime(partial, (info.mtime, info.mtime))
-            final = self.volume.file_path(cart.id, file.id)
-            self.volume.commit(partial, final, sync=False)
+                out.finish()
+                if received != info.size:
+                    raise TransientArchiveError(
+                        f"the archive sent {received} bytes of the {info.size} it announced"
+                    )
+                if digest.hexdigest() != file.hashsum:
+                    # The digest found goes to the operator's log only: told to a client,
+                    # it would let anyone learn the digest of any file the archive can read.
+                    _log(cart, file).warning(
+                        "checksum mismatch: %s of the archive's bytes is %s",
+                        file.hashtype,
+                        digest.hexdigest(),
+                    )
+                    raise ChecksumMismatch(
+                        f"checksum mismatch: the archive's bytes do not have the"
+                        f" {file.hashtype} digest ordered ({file.hashsum})"
+                    )
+                os.utime(partial, (info.mtime, info.mtime))
+                final = self.volume.file_path(cart.id, file.id)
+                # In place as soon as its bytes matched, before they are on disk: a download
+                # of the cart being made sends it from now on (`cartd.service.live`). A
+                # crash before its row says verified leaves it to be hashed again
+                # (`_verified_before_crash`), so a file torn by the crash is pulled again.
+                self.volume.commit(partial, final, sync=False)
+                try:
+                    out.commit()  # on disk before its group records it verified
+                except BaseException:
+                    final.unlink(missing_ok=True)
+                    raise
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

@@ -1,8 +1,8 @@
 """Downloads of a cart still being made (`Prefer: wait`), over real HTTP against a real
 cartd process and the fault-injecting archive holding files on tape: the answer comes at
-once with the final length and tag, each file's bytes come once it is verified, the
-whole is the download after ready byte for byte, and a failure cuts it short, never
-sending a wrong byte."""
+once with the final length and tag, each file's bytes come as it is pulled (its last
+ones once it is verified), the whole is the download after ready byte for byte, and a
+failure cuts it short, never completing a wrong file."""
 
 from __future__ import annotations
 
@@ -201,8 +201,71 @@ def test_a_file_that_fails_cuts_the_stream_and_the_cart_says_why(
     assert head.headers["X-Pacifica-Status"] == "error"
     assert fileids[1]["id"] in head.headers["X-Pacifica-Message"]
     assert "checksum" in head.headers["X-Pacifica-Message"]
-    # What came is the first file whole, and not a byte of the second's member.
+    # What came is the first file whole, and the second's member never whole.
     assert tar_files(bytes(received)) == {"d0/f0.bin": contents["d0/f0.bin"]}
+    assert len(received) < file_end(tar_of(fileids, contents), "d1/f1.bin")
+
+
+def tar_of(fileids: list[FileEntry], contents: dict[str, bytes]) -> bytes:
+    """A tar laid out as cartd's (top folder, files in order), for offsets only."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for wanted in fileids:
+            info = tarfile.TarInfo(f"top/{wanted['path']}")
+            info.size = len(contents[wanted["path"]])
+            tar.addfile(info, io.BytesIO(contents[wanted["path"]]))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_a_file_is_sent_while_it_is_pulled_unless_told_to_wait_for_its_checksum(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory, early: bool
+) -> None:
+    """The archive sends half the file, then stalls: with `cartd.stream_while_pulling`
+    (the default) that half is already at the client while the file is not verified."""
+    server = cartd_factory(
+        fault_archive.url, CARTD_STREAM_WHILE_PULLING="true" if early else "false"
+    )
+    # Half of it is more than a transfer chunk (1 MiB): pieces sent while pulling are whole.
+    file_id, data = new_id("slow"), os.urandom(4_000_000)
+    fault_archive.add(file_id, data, mtime=MTIME, faults=Faults(mid_body_seconds=2.0))
+    uid = post(server, [entry(file_id, data, "slow.bin")])
+    received = bytearray()
+    staged_at_a_quarter = None
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("GET", f"/{uid}", headers=WAIT) as live,
+    ):
+        assert live.status_code == 200
+        for chunk in live.iter_raw():
+            received += chunk
+            if staged_at_a_quarter is None and len(received) > len(data) // 4:
+                staged = client.head(f"/{uid}").headers["X-Pacifica-Files-Staged"]
+                staged_at_a_quarter = int(staged)
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}")
+    assert bytes(received) == after.content
+    # Early, a quarter of the file came while the archive stalled halfway through it.
+    assert staged_at_a_quarter == (0 if early else 1)
+
+
+def test_a_pull_cut_and_made_again_while_it_is_sent_ends_in_the_same_bytes(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    """The archive cuts the first pull halfway (after what the stream has sent); the
+    second pull's bytes are those already sent, so the stream goes on unbroken."""
+    server = cartd_factory(fault_archive.url)
+    file_id, data = new_id("cut"), os.urandom(2_000_000)
+    fault_archive.add(file_id, data, mtime=MTIME, faults=Faults(reset_first=1))
+    uid = post(server, [entry(file_id, data, "cut.bin")])
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        live = client.get(f"/{uid}", headers=WAIT)
+        assert live.status_code == 200
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}")
+    assert [method for _, method, i in fault_archive.requests if i == file_id].count("GET") == 2
+    assert live.content == after.content
+    assert tar_files(after.content) == {"cut.bin": data}
 
 
 def test_a_cut_download_resumes_with_a_range_while_the_cart_is_still_made(

@@ -91,6 +91,9 @@ class Faults:
     """Every request answers 404 JSON, as some other backends do."""
     head_seconds: float = 0.0
     """Every HEAD stalls this long before answering (a slow metadata server)."""
+    mid_body_seconds: float = 0.0
+    """Every GET that serves data stalls this long after about half the body (a slow
+    transfer: what was sent so far is on the client's side meanwhile)."""
 
 
 @dataclass
@@ -117,6 +120,8 @@ class _Reply:
     delay: float = 0.0
     cut_after: int | None = None
     """For chunked replies: send this many bytes, then drop the connection."""
+    mid_body_stall: float = 0.0
+    """For chunked replies: wait this long once about half the body is out."""
 
 
 class _InjectedResetError(Exception):
@@ -465,6 +470,7 @@ class FaultArchive(Running):
             chunked=True,
             delay=delay,
             cut_after=cut_after,
+            mid_body_stall=faults.mid_body_seconds,
         )
 
     async def _respond(
@@ -487,7 +493,12 @@ class FaultArchive(Running):
             await send({"type": "http.response.body", "body": reply.body})
             return
         body = reply.body if reply.cut_after is None else reply.body[: reply.cut_after]
+        stall_at = len(reply.body) // 2 if reply.mid_body_stall else None
         for start in range(0, len(body), self.chunk_size):
+            if stall_at is not None and start >= stall_at:
+                stall_at = None
+                if await self._stall(reply.mid_body_stall, receive) != "elapsed":
+                    raise _InjectedResetError("left or stopped mid-body")
             await send(
                 {
                     "type": "http.response.body",

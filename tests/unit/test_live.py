@@ -22,7 +22,16 @@ from cartd.schemas import FileOrder, Packing
 from cartd.segments import Layout, iter_range
 from cartd.service.crcs import Crcs
 from cartd.service.layout import cart_layout, cart_members
-from cartd.service.live import POLL, Announced, Pause, Pieces, announce, live_pieces
+from cartd.service.live import (
+    HOLD_BACK,
+    POLL,
+    TAIL,
+    Announced,
+    Pause,
+    Pieces,
+    announce,
+    live_pieces,
+)
 from cartd.status import CartStatus
 from cartd.storage import Volume
 from tests.unit.conftest import size_files
@@ -47,24 +56,39 @@ class Being:
         file = self.files[index]
         path = self.volume.file_path(self.cart.id, file.id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(CONTENTS[file.path])
+        data = CONTENTS[file.path]
+        size = len(data) if size is None else size
+        path.write_bytes(data[:size].ljust(size, b"x"))
         os.utime(path, (mtime, mtime))
-        moved = self.store.record_verified(
-            [Verified(file.id, size or len(CONTENTS[file.path]), mtime)]
-        )
+        moved = self.store.record_verified([Verified(file.id, size, mtime)])
         assert moved == {file.id}
 
-    def pieces(self, start: int = 0, end: int | None = None) -> Pieces:
+    def pieces(self, start: int = 0, end: int | None = None, *, early: bool = True) -> Pieces:
         size = tar_size(self.members)
         return live_pieces(
             self.store,
+            self.volume,
             self.cart.id,
-            tar_layout(self.members).segments,
+            tar_layout(self.members),
             self.announced,
             1024,
             start,
             size if end is None else end,
+            early=early,
         )
+
+    def pulling(self, index: int, data: bytes) -> Path:
+        """A pull of file `index` under way, `data` written so far."""
+        file = self.files[index]
+        path = self.volume.partial_path(self.cart.id, file.id)
+        path.write_bytes(data)
+        return path
+
+    def move_into_place(self, index: int, pull: Path) -> None:
+        """What the pipeline does with a pull whose checksum matched."""
+        file = self.files[index]
+        os.utime(pull, (MTIME, MTIME))
+        self.volume.commit(pull, self.volume.file_path(self.cart.id, file.id))
 
 
 @pytest.fixture
@@ -76,7 +100,7 @@ def being(store: CartStore, tmp_path: Path) -> Being:
     files = store.files_of(cart.id)
     volume = Volume(tmp_path / "volume")
     members = cart_members(cart, files, volume, top="data")
-    return Being(store, volume, cart, files, members, announce(tar_layout(members).spans, files))
+    return Being(store, volume, cart, files, members, announce(tar_layout(members), files))
 
 
 def take(pieces: Pieces) -> tuple[bytes, bool]:
@@ -87,6 +111,20 @@ def take(pieces: Pieces) -> tuple[bytes, bool]:
             assert 0 < piece.seconds <= 2
             return bytes(got), True
         got += piece
+    return bytes(got), False
+
+
+def settle(pieces: Pieces, seconds: float = 2 * POLL.cap) -> tuple[bytes, bool]:
+    """The bytes that come while the reader waits out `seconds` of pauses (time enough
+    for a look at the database), and whether it was still pausing then."""
+    got, waited = bytearray(), 0.0
+    for piece in pieces:
+        if isinstance(piece, Pause):
+            waited += piece.seconds
+            if waited >= seconds:
+                return bytes(got), True
+        else:
+            got += piece
     return bytes(got), False
 
 
@@ -128,7 +166,7 @@ def test_a_cart_that_fails_cuts_the_stream_with_its_error(being: Being) -> None:
     take(pieces)
     being.store.move_cart(being.cart.id, CartStatus.ERROR, error="file id1: checksum mismatch")
     with pytest.raises(DownloadCut, match="checksum mismatch"):
-        take(pieces)
+        settle(pieces)
 
 
 def test_a_deleted_cart_cuts_the_stream(being: Being) -> None:
@@ -136,7 +174,7 @@ def test_a_deleted_cart_cuts_the_stream(being: Being) -> None:
     take(pieces)
     being.store.delete_uid("live")
     with pytest.raises(DownloadCut, match="deleted"):
-        take(pieces)
+        settle(pieces)
 
 
 @pytest.mark.parametrize("other", [{"size": 2999}, {"mtime": MTIME + 5}])
@@ -147,17 +185,113 @@ def test_a_file_verified_other_than_announced_cuts_before_its_header(
     before, _ = take(pieces)
     being.verify(0, **other)
     with pytest.raises(DownloadCut, match="not as the download announced"):
-        take(pieces)
+        settle(pieces)
     assert len(before) == being.announced[0].start, "not a byte of its header was sent"
 
 
 def test_pauses_grow_while_nothing_changes(being: Being) -> None:
     pieces = being.pieces()
     take(pieces)
-    seconds = [piece.seconds for piece in itertools.islice(pieces, 8) if isinstance(piece, Pause)]
-    assert len(seconds) == 8
+    seconds = [piece.seconds for piece in itertools.islice(pieces, 12) if isinstance(piece, Pause)]
+    assert len(seconds) == 12
     assert seconds == sorted(seconds)
-    assert seconds[-1] == POLL.cap > seconds[0] > POLL.initial  # take() ate the first
+    assert seconds[-1] == TAIL.cap > seconds[0] > TAIL.initial  # take() ate the first
+
+
+def whole_tar(being: Being) -> bytes:
+    return b"".join(iter_tar(being.members, 1024))
+
+
+def test_a_file_being_pulled_is_sent_as_it_grows_but_for_its_last_bytes(being: Being) -> None:
+    data = CONTENTS["3.bin"]
+    being.verify(0)
+    being.verify(1)
+    third = being.announced[2]
+    assert third.content is not None
+    pieces = being.pieces()
+    before, paused = take(pieces)
+    assert paused
+    assert len(before) == third.start, "its header waits for its pull to begin"
+    pull = being.pulling(2, data[:2500])
+    got, paused = take(pieces)
+    assert paused
+    assert len(before + got) == third.content + 2048, "its header, the whole chunks written"
+    with pull.open("ab") as handle:
+        handle.write(data[2500:])
+    more, paused = take(pieces)
+    assert paused
+    sent = before + got + more
+    assert len(sent) == third.content + len(data) - HOLD_BACK, "its last bytes wait"
+    being.move_into_place(2, pull)
+    rest, paused = take(pieces)
+    assert not paused
+    assert sent + rest == whole_tar(being)
+
+
+def test_without_early_sending_a_file_being_pulled_waits_for_its_checksum(being: Being) -> None:
+    being.verify(0)
+    being.verify(1)
+    pieces = being.pieces(early=False)
+    before, _ = take(pieces)
+    pull = being.pulling(2, CONTENTS["3.bin"])
+    assert take(pieces) == (b"", True)
+    being.move_into_place(2, pull)
+    rest, paused = take(pieces)
+    assert not paused
+    assert before + rest == whole_tar(being)
+
+
+def test_a_file_that_fails_after_part_of_it_was_sent_cuts_its_member(being: Being) -> None:
+    being.verify(0)
+    being.verify(1)
+    pieces = being.pieces()
+    take(pieces)
+    pull = being.pulling(2, CONTENTS["3.bin"])
+    assert take(pieces)[0]
+    pull.unlink()  # the checksum did not match
+    being.store.move_cart(being.cart.id, CartStatus.ERROR, error="file id2: checksum mismatch")
+    with pytest.raises(DownloadCut, match="checksum mismatch"):
+        settle(pieces)
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_a_file_pulled_again_after_part_of_it_was_sent_is_checked_against_what_was_sent(
+    being: Being, same: bool
+) -> None:
+    data = CONTENTS["3.bin"]
+    being.verify(0)
+    being.verify(1)
+    pieces = being.pieces()
+    before, _ = take(pieces)
+    first = being.pulling(2, data if same else bytes(len(data)))
+    sent, _ = take(pieces)
+    assert len(sent) > 512
+    first.unlink()  # that pull was cut short; another one is moved into place
+    being.move_into_place(2, being.pulling(2, data))
+    if same:
+        rest, paused = take(pieces)
+        assert not paused
+        assert before + sent + rest == whole_tar(being)
+    else:
+        with pytest.raises(DownloadCut, match="pulled again"):
+            settle(pieces)
+
+
+def test_an_answer_never_ends_on_bytes_not_verified(being: Being) -> None:
+    being.verify(0)
+    being.verify(1)
+    third = being.announced[2]
+    assert third.content is not None
+    end = third.content + 500
+    pieces = being.pieces(third.start, end)
+    pull = being.pulling(2, CONTENTS["3.bin"])
+    got, paused = take(pieces)
+    assert paused
+    assert len(got) == third.content - third.start, "the header only"
+    being.move_into_place(2, pull)
+    rest, paused = take(pieces)
+    assert not paused
+    assert got + rest == whole_tar(being)[third.start : end]
 
 
 def test_member_starts_place_each_member_end_to_end(being: Being) -> None:
@@ -186,23 +320,25 @@ def test_a_zip_sends_each_header_once_its_file_is_verified_and_its_directory_las
     """A file's local header holds its CRC-32 (learned from its row once verified, here
     from its bytes: the row has none); the central directory holds every file's."""
     live = zip_of(being, being_made=True)
-    announced = announce(live.spans, being.files)
-    pieces = live_pieces(being.store, being.cart.id, live.segments, announced, 1024, 0, live.size)
-    before, paused = take(pieces)
+    announced = announce(live, being.files)
+    pieces = live_pieces(
+        being.store, being.volume, being.cart.id, live, announced, 1024, 0, live.size
+    )
+    before, paused = settle(pieces)
     assert paused
     assert len(before) == announced[0].start
     being.verify(0)
     being.verify(2)
-    first, paused = take(pieces)
+    first, paused = settle(pieces)
     assert paused, "the second file holds up its header and the directory"
     assert len(before + first) == announced[1].start
     tail = live.size - 40  # in the central directory: a range there waits for every file
     directory = live_pieces(
-        being.store, being.cart.id, live.segments, announced, 1024, tail, live.size
+        being.store, being.volume, being.cart.id, live, announced, 1024, tail, live.size
     )
-    assert take(directory) == (b"", True)
+    assert settle(directory) == (b"", True)
     being.verify(1)
-    rest, paused = take(pieces)
+    rest, paused = settle(pieces)
     assert not paused
     ready = zip_of(being, being_made=False)
     assert before + first + rest == b"".join(iter_range(ready.segments, 1 << 20))
