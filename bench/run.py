@@ -346,6 +346,12 @@ def download_and_verify(
         headers = {"Prefer": "wait"} if live else {}
         connection.request("GET", f"{parts.path}?{parts.query}", headers=headers)
         response = connection.getresponse()
+        while live and response.status == 202:
+            # The sizes are not all known after the server's wait: ask again, as the
+            # contract says a client may.
+            response.read()
+            connection.request("GET", f"{parts.path}?{parts.query}", headers=headers)
+            response = connection.getresponse()
         if response.status != 200:
             return 0, False
         size = int(response.headers["Content-Length"])

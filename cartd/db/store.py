@@ -451,6 +451,24 @@ class CartStore:
                 )
             )
 
+    def unsized_files(self, cart_id: int, limit: int) -> list[tuple[int, str]]:
+        """At most `limit` of the cart's open files the archive has not been asked the
+        size of (id, archive id), from its last file back: those sized ahead of the
+        pulls, which go from its first on."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(files.c.id, files.c.archive_id)
+                .where(
+                    files.c.cart_id == cart_id,
+                    files.c.size.is_(None),
+                    files.c.status.in_(OPEN),
+                    files.c.hashsum != "",
+                )
+                .order_by(files.c.id.desc())
+                .limit(limit)
+            )
+            return [(row.id, row.archive_id) for row in rows]
+
     def files_from(self, cart_id: int, first_id: int, limit: int) -> list[CartFile]:
         """At most `limit` files of the cart, in its order, from the file `first_id` on:
         what a download of a cart being made asks while it waits for its next file."""

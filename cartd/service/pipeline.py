@@ -60,6 +60,12 @@ from cartd.storage import Volume
 log = logging.getLogger(__name__)
 
 _OPEN = tuple(status for status in FileStatus if status.is_open)
+#: A cart with more files than this is sized ahead of its pulls (`Pipeline.size_cart`):
+#: fewer are all sized by the first batches of their steps anyway.
+SIZE_AHEAD_FROM = 256
+#: Files sized by each step that sizes ahead, and by the cart's first step.
+SIZE_AHEAD_CHUNK = 512
+SIZE_AHEAD_FIRST = 32
 GROUP_BYTES = 64 * 1024 * 1024
 GROUP_SECONDS = 0.5
 #: Seconds before its due time a file step may run.
@@ -440,22 +446,53 @@ class Pipeline:
 
     # -- the cart's first step -------------------------------------------------------------
 
-    def size_cart(self, cart_id: int) -> list[int]:
-        """A new cart's first step: return its files to step now, all of them at once.
+    def size_cart(self, cart_id: int) -> Advanced:
+        """A new cart's first step: start all its files at once. A large cart's sizes are
+        also asked for ahead of its pulls, a chunk a step (`_size_ahead`).
 
         Each batch of file steps asks the archive about its files together, adds their
-        bytes to the cart's reservation and pulls them (`_size_together`), so sizing a
-        large cart is shared by every worker and overlaps its pulls: no file waits for
-        the others to be sized. A cart whose reservation has begun is past this step (a
-        duplicate of it starts nothing).
+        bytes to the cart's reservation and pulls them (`_size_together`), so a large
+        cart starts pulling at once and its first files need not wait for the others to
+        be sized. Batches go from the cart's first file on; sizing ahead goes from its
+        last back, so the two meet and every size is known well before the last pull: a
+        download with `Prefer: wait`, which needs the tar's length, begins then.
+        Returns the files to start, and when to take the next (sizing) step, if any.
         """
         cart = self.store.get_cart(cart_id)
         if cart is None or not cart.status.is_active:
-            return []
-        if cart.status is not CartStatus.WAITING and cart.reserved_bytes is not None:
-            return []
+            return Advanced([None])
+        if cart.reserved_bytes is not None:
+            # Past its first step: this one sizes ahead (or is a duplicate, which does
+            # the same harmlessly: a file is sized and counted once).
+            return Advanced([self._size_ahead(cart, SIZE_AHEAD_CHUNK)])
         self.store.move_cart(cart.id, CartStatus.STAGING, only_from=[CartStatus.WAITING])
-        return self.store.open_file_ids(cart.id)
+        start = self.store.open_file_ids(cart.id)
+        if len(start) <= SIZE_AHEAD_FROM:
+            return Advanced([None], start)
+        # The reservation begins here, with the last few files sized: later size steps
+        # are told from this one by it.
+        return Advanced([self._size_ahead(cart, SIZE_AHEAD_FIRST, begin=True)], start)
+
+    def _size_ahead(self, cart: Cart, chunk: int, *, begin: bool = False) -> float | None:
+        """Size up to `chunk` of the cart's files not sized yet, from its last back, and
+        add them to its reservation; when to size more (now), or None when done."""
+        todo = self.store.unsized_files(cart.id, chunk)
+        sized: list[Sized] = []
+        try:
+            with self.watch.working_on(cart.id) as abort:
+                for file_id, archive_id in todo:
+                    try:
+                        info = self.archive.status(archive_id, abort)
+                    except ArchiveError:
+                        continue  # the file's own step asks again, and deals with it
+                    sized.append((file_id, info.size, info.mtime, info.on_disk))
+        except CartGone:
+            return None
+        if sized or begin:
+            cart = self._hold(cart, sized)
+        if not cart.status.is_active or len(todo) < chunk:
+            return None
+        return 0.0
 
     # -- space ---------------------------------------------------------------------------
 

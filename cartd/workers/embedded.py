@@ -80,6 +80,11 @@ class EmbeddedRunner:
                 self._rerun.add(task)
                 return
             due = time.monotonic() + delay
+            if task[0] != "file" and delay <= 0 and self._queue:
+                # A cart's step due now goes before the file steps already due: it is
+                # short, and what it does (size a large cart ahead of its pulls, end a
+                # cart) matters to every client of the cart.
+                due = min(due, self._queue[0][0])
             if task in self._queued and self._queued[task] <= due:
                 return
             self._queued[task] = due

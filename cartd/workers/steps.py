@@ -40,7 +40,8 @@ def take_step(pipeline: Pipeline, kind: Kind, idents: Sequence[int]) -> Outcome:
             advanced = pipeline.advance(idents)
             return Outcome(advanced.delays, advanced.start)
         if kind == "size":
-            return Outcome([None], pipeline.size_cart(idents[0]))
+            sized = pipeline.size_cart(idents[0])
+            return Outcome(sized.delays, sized.start)
         pipeline.finish(idents[0])
         return Outcome([None], [])
     except Exception:

@@ -246,7 +246,7 @@ def _folder_archive(root: Path, count: int, size: int, prefix: str) -> list[File
     return fileids
 
 
-def test_a_large_cart_pulls_while_it_is_still_being_sized(
+def test_a_large_cart_pulls_while_it_is_still_being_sized_and_is_sized_ahead_of_its_pulls(
     cartd_factory: ServerFactory, tmp_path: Path
 ) -> None:
     folder = tmp_path / "archive"
@@ -265,6 +265,20 @@ def test_a_large_cart_pulls_while_it_is_still_being_sized(
     wait_until(pulling, timeout=30, interval=0.2)
     unsized = [file for file in seen if file["size"] is None]
     assert unsized, "every file was sized before the first was verified"
+
+    # Sized ahead of the pulls, from the last file back: every size is known long before
+    # the last pull, and a download with `Prefer: wait` (which needs them) begins then.
+    def sized() -> bool:
+        view = httpx.get(f"{server.url}/{uid}/files", timeout=30).json()
+        seen[:] = view["files"]
+        return all(file["size"] is not None for file in seen)
+
+    wait_until(sized, timeout=60, interval=0.2)
+    staged = sum(file["status"] == "staged" for file in seen)
+    assert staged < len(fileids) / 2, f"{staged} of {len(fileids)} pulled when all were sized"
+    with httpx.stream("GET", f"{server.url}/{uid}", headers={"Prefer": "wait=5"}) as live:
+        assert live.status_code == 200
+        assert live.headers["Preference-Applied"] == "wait"
     assert httpx.delete(f"{server.url}/{uid}", timeout=30).status_code == 200
     wait_until(lambda: cart_dirs(server) == [], timeout=10)
 

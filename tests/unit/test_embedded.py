@@ -33,10 +33,10 @@ class RecordingPipeline:
             self.batches.append(list(file_ids))
             return Advanced([self.again.pop(file_id, None) for file_id in file_ids])
 
-    def size_cart(self, cart_id: int) -> list[int]:
+    def size_cart(self, cart_id: int) -> Advanced:
         with self.lock:
             self.batches.append([-cart_id])
-            return self.sized.pop(cart_id, [])
+            return Advanced([None], self.sized.pop(cart_id, []))
 
     def steps(self) -> list[int]:
         with self.lock:

@@ -23,7 +23,7 @@ from cartd.observability.metrics import (
     multiprocess_dir,
     multiprocess_folder,
 )
-from cartd.service.pipeline import Pipeline
+from cartd.service.pipeline import Advanced, Pipeline
 from cartd.workers.steps import RETRY_BROKEN, take_step
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -233,8 +233,8 @@ class _Broken:
     def advance(self, file_ids: Sequence[int]) -> None:
         raise RuntimeError("database is down")
 
-    def size_cart(self, cart_id: int) -> list[int]:
-        return [7, 8]
+    def size_cart(self, cart_id: int) -> Advanced:
+        return Advanced([None], [7, 8])
 
 
 def test_take_step_counts_every_step_and_those_that_raised() -> None:
