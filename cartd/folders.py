@@ -11,26 +11,26 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from cartd.errors import UnsafeName
+from cartd.segments import FilePath
 
 #: Most bytes one file name may have on common filesystems (NAME_MAX).
 NAME_MAX = 255
 _DRIVE = re.compile(r"[A-Za-z]:")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One staged file to put in the download."""
 
     path: str  # inside the top folder
     size: int
     mtime: float
-    source: Path
+    source: FilePath
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Inline:
     """A small file made by cartd itself (a manifest), put right after the top folder."""
 
@@ -39,7 +39,7 @@ class Inline:
     mtime: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """One member of the walk: a folder (`item` None), a staged file (with its `index` in
     the entries given) or an inline file."""

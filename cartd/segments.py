@@ -16,9 +16,12 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cartd.errors import SourceChanged
+
+#: A file on the volume: a string for the files of a download's layout (a cart of
+#: 100,000 files would otherwise hold as many `Path` objects), or a `Path`.
+FilePath = str | os.PathLike[str]
 
 #: Seconds a file's modification time may differ from the one recorded when it was
 #: verified: filesystems that keep whole seconds must not make every file look changed,
@@ -32,22 +35,23 @@ def unchanged(stat: os.stat_result, size: int, mtime: float) -> bool:
     return stat.st_size == size and abs(stat.st_mtime_ns / 1e9 - mtime) <= MTIME_TOLERANCE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Content:
     """A verified file's bytes: read only when a range covers them, and checked against
     the size and modification time it was verified with."""
 
     name: str  # for messages: the member it is the content of
-    source: Path
+    source: FilePath
     size: int
     mtime: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Later:
     """Bytes of a known length made only when they are sent: a zip's header holds its
     file's CRC-32, which a download of a cart being made learns once the file is verified,
-    and which a range that does not cover the header never needs."""
+    and which a range that does not cover the header never needs; a tar's plain header
+    is made when sent rather than held, for each of a large cart's files."""
 
     length: int
     make: Callable[[], bytes]
@@ -104,7 +108,7 @@ def total(segments: Iterable[Segment]) -> int:
 
 
 def read_checked(
-    path: Path,
+    path: FilePath,
     offset: int,
     length: int,
     chunk_size: int,
@@ -116,7 +120,7 @@ def read_checked(
     and after every read, so that bytes written in place meanwhile are never sent. Once
     open, a file deleted meanwhile is still read whole. Raises `SourceChanged`."""
     try:
-        handle = path.open("rb")
+        handle = open(path, "rb")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise SourceChanged(f"{name}: {exc.strerror}") from exc
     with handle:

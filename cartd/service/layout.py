@@ -14,14 +14,10 @@ from cartd.zip_layout import zip_layout
 
 
 def _entries(cart: Cart, files: Sequence[CartFile], volume: Volume) -> list[Entry]:
+    sources = volume.file_paths(cart.id, [file.id for file in files])
     return [
-        Entry(
-            path=file.path,
-            size=file.size or 0,
-            mtime=file.mtime or 0.0,
-            source=volume.file_path(cart.id, file.id),
-        )
-        for file in files
+        Entry(path=file.path, size=file.size or 0, mtime=file.mtime or 0.0, source=source)
+        for file, source in zip(files, sources, strict=True)
     ]
 
 

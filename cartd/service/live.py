@@ -69,7 +69,7 @@ class Pause:
 Pieces = Generator[bytes | Pause, None, None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Announced:
     """A file as the download's headers count it: the bytes that depend on it (its span in
     the layout), and what its header says of it."""

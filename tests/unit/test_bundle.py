@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import io
 import os
+import random
+import string
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cartd.bundle import Member, iter_tar, layout, tar_size
+from cartd.bundle import Member, _header, iter_tar, layout, tar_size
 from cartd.errors import SourceChanged, UnsafeName
 from cartd.folders import NAME_MAX, Entry, member_path, top_folder
+from cartd.segments import Later, length
 
 TOP = "data_2024_01_02"
 FOLDER_MTIME = 1_700_000_000
@@ -260,7 +263,7 @@ def test_a_file_of_another_size_than_verified_stops_a_range_within_it(tmp_path: 
     members = layout(TOP, entries, FOLDER_MTIME)
     entries[1].source.write_bytes(bytes(range(256)) * 8)  # longer than verified
     nested = [member.source for member in members].index(entries[1].source)
-    content = sum(member.length for member in members[:nested]) + len(members[nested].header)
+    content = sum(member.length for member in members[:nested]) + length(members[nested].header)
     with pytest.raises(SourceChanged):
         b"".join(iter_tar(members, 64, content + 10, content + 20))
 
@@ -334,3 +337,40 @@ def test_every_member_is_inside_the_top_folder_and_reads_back_whole(tmp_path: Pa
         b"2",
         b"3",
     ]
+
+
+def _tarfile_header(name: str, *, size: int, mtime: float, folder: bool) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = 0 if folder else size
+    info.mtime = int(mtime)
+    info.type = tarfile.DIRTYPE if folder else tarfile.REGTYPE
+    info.mode = 0o755 if folder else 0o644
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_every_header_is_byte_for_byte_the_one_tarfile_writes(folder: bool) -> None:
+    """Headers are made without `tarfile` where they are plain ustar blocks; whatever the
+    name, size or time, the bytes (and so every download's tag) are `tarfile`'s."""
+    rng = random.Random(13)
+    names = [
+        "a",
+        "top/a b/c.txt",
+        "x" * 99,
+        "x" * 100,
+        "x" * 101,
+        "top/" + "y" * 95 + "/",
+        "caf\u00e9/na\u00efve.bin",
+        "emoji/\U0001f600.dat",
+        "\udcff-surrogate",
+    ] + [
+        "".join(rng.choice(string.printable[:94]) for _ in range(rng.randint(1, 120)))
+        for _ in range(300)
+    ]
+    sizes = [0, 1, 511, 512, 8**11 - 1, 8**11, 5 * 1024**4]
+    mtimes = [0.0, 1.9, 1_700_000_000.7, 8**11 - 1, 8**11]
+    for index, name in enumerate(names):
+        size, mtime = sizes[index % len(sizes)], mtimes[index % len(mtimes)]
+        header = _header(name, size=size, mtime=mtime, folder=folder)
+        made = header.make() if isinstance(header, Later) else header
+        assert made == _tarfile_header(name, size=size, mtime=mtime, folder=folder), name
