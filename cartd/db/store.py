@@ -45,6 +45,9 @@ events = cast(Table, CallbackEventRow.__table__)
 
 #: Carts being made, and files a step still has to stage, as the columns hold them.
 ACTIVE = [status.value for status in CartStatus if status.is_active]
+#: File rows written by one statement of a new cart's insert.
+INSERT_CHUNK = 5000
+
 OPEN = [status.value for status in FileStatus if status.is_open]
 
 
@@ -315,23 +318,26 @@ class CartStore:
             key = result.inserted_primary_key
             assert key is not None
             cart_id = int(key[0])
-            connection.execute(
-                files.insert(),
-                [
-                    {
-                        "cart_id": cart_id,
-                        "archive_id": order.archive_id,
-                        "path": order.path,
-                        "hashtype": order.hashtype,
-                        "hashsum": order.hashsum,
-                        "status": FileStatus.WAITING.value,
-                        "attempts": 0,
-                        "polls": 0,
-                        "updated_at": stamp,
-                    }
-                    for order in orders
-                ],
-            )
+            # A few thousand rows a statement, in the one transaction: the parameters of
+            # 100,000 rows at once held about 80 MB more at the peak of the POST.
+            for first in range(0, len(orders), INSERT_CHUNK):
+                connection.execute(
+                    files.insert(),
+                    [
+                        {
+                            "cart_id": cart_id,
+                            "archive_id": order.archive_id,
+                            "path": order.path,
+                            "hashtype": order.hashtype,
+                            "hashsum": order.hashsum,
+                            "status": FileStatus.WAITING.value,
+                            "attempts": 0,
+                            "polls": 0,
+                            "updated_at": stamp,
+                        }
+                        for order in orders[first : first + INSERT_CHUNK]
+                    ],
+                )
             file_ids = list(
                 connection.scalars(
                     select(files.c.id).where(files.c.cart_id == cart_id).order_by(files.c.id)
@@ -450,6 +456,16 @@ class CartStore:
                     .order_by(files.c.id)
                 )
             )
+
+    def any_unsized(self, cart_id: int) -> bool:
+        """Whether a file of the cart has no size yet."""
+        with self._reading() as connection:
+            found = connection.execute(
+                select(files.c.id)
+                .where(files.c.cart_id == cart_id, files.c.size.is_(None))
+                .limit(1)
+            ).first()
+        return found is not None
 
     def unsized_files(self, cart_id: int, limit: int) -> list[tuple[int, str]]:
         """At most `limit` of the cart's open files the archive has not been asked the

@@ -304,8 +304,12 @@ class CartService:
         cart = self._latest(uid)
         if cart.status is CartStatus.ERROR:
             raise CartFailed(cart.error or "the cart failed")
-        if cart.status is not CartStatus.READY and not (wait and cart.reserved_bytes is not None):
-            # Space is held once every size is known: until then, not even a live download.
+        if cart.status is not CartStatus.READY and not (
+            wait and cart.reserved_bytes is not None and not self.store.any_unsized(cart.id)
+        ):
+            # The layout needs every size: until then, not even a live download. (Asked
+            # before the rows are read: a client waiting for a cart of 100,000 files
+            # asks again and again.)
             raise CartNotReady("The cart is not ready for download.")
         # Named after the moment the cart was ordered, not the request's: every GET of
         # the cart, from while it is being made on, sends the same bytes, so a broken

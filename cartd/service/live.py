@@ -46,7 +46,7 @@ from cartd.storage import Volume
 POLL = Backoff(initial=0.05, factor=1.5, cap=0.5)
 #: Seconds between two looks at the volume (a `stat`, and the pull's size): a file in
 #: place or bytes newly pulled are sent within a few milliseconds.
-TAIL = Backoff(initial=0.002, factor=1.5, cap=0.05)
+TAIL = Backoff(initial=0.005, factor=1.5, cap=0.05)
 #: Bytes at the end of each file, and of each answer, that wait for the file's checksum
 #: when the rest is sent while it is pulled.
 HOLD_BACK = 64 * 1024
@@ -126,7 +126,9 @@ def live_pieces(
                 waits = 0
                 continue
             want = needed[progress.done]
-            if early and want.content is not None:
+            # A file no longer than what is held back has nothing but its header to send
+            # early: it is not worth looking for its pull.
+            if early and want.content is not None and want.size > HOLD_BACK:
                 sent = 0
                 for piece in progress.pulled(want, layout, chunk_size, position, end):
                     sent += len(piece)
