@@ -28,7 +28,6 @@ import mmap
 import os
 import queue
 import threading
-from pathlib import Path
 from types import TracebackType
 
 from cartd.libc import start_writeback
@@ -163,7 +162,7 @@ class _DirectWriter(_Writer):
             _write_all(self.descriptor, memoryview(self.block)[whole : self.filled])
 
 
-def _open(path: Path, expected_size: int) -> _Writer:
+def _open(path: str | os.PathLike[str], expected_size: int) -> _Writer:
     if _O_DIRECT and expected_size >= DIRECT_FROM:
         try:
             descriptor = os.open(path, _FLAGS | _O_DIRECT, 0o644)
@@ -186,7 +185,7 @@ class DurableFile:
     pull) closes the file and leaves it to the caller to remove.
     """
 
-    def __init__(self, path: Path, *, expected_size: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, expected_size: int = 0) -> None:
         self._writer = _open(path, expected_size)
         self._open = True
         self._finished = False

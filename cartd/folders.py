@@ -8,12 +8,12 @@ cart unpacks to the same tree whichever a person asks for.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cartd.errors import UnsafeName
-from cartd.segments import FilePath
 
 #: Most bytes one file name may have on common filesystems (NAME_MAX).
 NAME_MAX = 255
@@ -27,7 +27,7 @@ class Entry:
     path: str  # inside the top folder
     size: int
     mtime: float
-    source: FilePath
+    source: str | os.PathLike[str]  # a string for the many files of a large cart
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,8 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from isal.isal_zlib import crc32
 
@@ -99,7 +98,7 @@ class _InPlace:
     file: CartFile
     size: int
     mtime: float
-    folder: Path
+    folder: str
     shared: bool = False  # a copy another cart holds, linked: nothing was pulled
     crc32: int | None = None  # of its bytes, for a zip's headers
 
@@ -122,7 +121,7 @@ class _Verified:
         file: CartFile,
         size: int,
         mtime: float,
-        folder: Path,
+        folder: str,
         *,
         crc32: int | None,
         shared: bool = False,
@@ -170,6 +169,11 @@ class _Batch:
             assert self.watch is not None
             self.aborts[cart_id] = self.watching.enter_context(self.watch.working_on(cart_id))
         return self.aborts[cart_id]
+
+
+def _remove(path: str) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _reason(exc: OSError) -> str:
@@ -405,7 +409,7 @@ class Pipeline:
                     file,
                     linked.size,
                     linked.mtime,
-                    linked.folder,
+                    os.fspath(linked.folder),
                     crc32=linked.crc32,
                     shared=True,
                 )
@@ -558,7 +562,7 @@ class Pipeline:
     def _pull(
         self, cart: Cart, file: CartFile, info: ArchiveFile, verified: _Verified, abort: Abort
     ) -> None:
-        partial = self.volume.partial_path(cart.id, file.id)
+        partial = self.volume.partial_name(cart.id, file.id)
         digest = hashlib.new(file.hashtype)
         # The CRC-32 a zip's headers hold, while the bytes pass: 0.03 s a GiB with ISA-L.
         crc, received = 0, 0
@@ -590,7 +594,7 @@ class Pipeline:
                         f" {file.hashtype} digest ordered ({file.hashsum})"
                     )
                 os.utime(partial, (info.mtime, info.mtime))
-                final = self.volume.file_path(cart.id, file.id)
+                final = self.volume.file_name(cart.id, file.id)
                 # In place as soon as its bytes matched, before they are on disk: a download
                 # of the cart being made sends it from now on (`cartd.service.live`). A
                 # crash before its row says verified leaves it to be hashed again
@@ -599,14 +603,14 @@ class Pipeline:
                 try:
                     out.commit()  # on disk before its group records it verified
                 except BaseException:
-                    final.unlink(missing_ok=True)
+                    _remove(final)
                     raise
         except BaseException:
-            partial.unlink(missing_ok=True)
+            _remove(partial)
             raise
         # Recorded with its group. Should the process die first, the next step finds the
         # file in place and checks its bytes again (`_verified_before_crash`).
-        verified.add(cart, file, received, info.mtime, final.parent, crc32=crc)
+        verified.add(cart, file, received, info.mtime, os.path.dirname(final), crc32=crc)
 
     def _record(self, batch: _Batch) -> None:
         """Make a group of files in place durable, then record them verified (which ends
@@ -662,18 +666,18 @@ class Pipeline:
 
     def _verified_before_crash(self, cart: Cart, file: CartFile) -> bool:
         """A file moved into place whose row was not yet updated when the process died."""
-        final = self.volume.file_path(cart.id, file.id)
+        final = self.volume.file_name(cart.id, file.id)
         try:
-            stat = final.stat()
+            stat = os.stat(final)
         except FileNotFoundError:
             return False
         digest, crc = hashlib.new(file.hashtype), 0
-        with final.open("rb") as handle:
+        with open(final, "rb") as handle:
             for chunk in iter(lambda: handle.read(self.policy.chunk_size), b""):
                 digest.update(chunk)
                 crc = crc32(chunk, crc)
         if digest.hexdigest() != file.hashsum:
-            final.unlink(missing_ok=True)
+            _remove(final)
             return False
         return self.store.move_file(
             file.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cartd.storage import Volume
@@ -18,3 +19,14 @@ def test_two_pulls_of_one_file_write_apart_and_a_ready_cart_keeps_no_partial(
     first.write_bytes(b"left by a pull that died")
     volume.clear_partials(7)
     assert not first.parent.exists()
+
+
+def test_the_string_paths_of_the_hot_path_are_the_paths(tmp_path: Path) -> None:
+    volume = Volume(tmp_path / "volume")
+    assert volume.file_name(7, 42) == os.fspath(volume.file_path(7, 42))
+    assert volume.file_paths(7, [1, 42]) == [volume.file_name(7, 1), volume.file_name(7, 42)]
+    pull = volume.partial_name(7, 42)
+    assert os.path.dirname(pull) == os.fspath(volume.cart_dir(7) / "partial")
+    open(pull, "wb").close()
+    assert volume.partials(7, 42) == [Path(pull)]
+    assert volume.partials(7, 4) == [], "another file's pulls are not this one's"
