@@ -84,6 +84,15 @@ class Being:
         path.write_bytes(data)
         return path
 
+    def third_pulling(self, *, early: bool = True) -> tuple[Pieces, bytes, Path]:
+        """The first two files verified; a download from the start, read up to the third
+        file; then a pull of the third file under way, all its bytes written."""
+        self.verify(0)
+        self.verify(1)
+        pieces = self.pieces(early=early)
+        before, _ = take(pieces)
+        return pieces, before, self.pulling(2, CONTENTS["3.bin"])
+
     def move_into_place(self, index: int, pull: Path) -> None:
         """What the pipeline does with a pull whose checksum matched."""
         file = self.files[index]
@@ -229,11 +238,7 @@ def test_a_file_being_pulled_is_sent_as_it_grows_but_for_its_last_bytes(being: B
 
 
 def test_without_early_sending_a_file_being_pulled_waits_for_its_checksum(being: Being) -> None:
-    being.verify(0)
-    being.verify(1)
-    pieces = being.pieces(early=False)
-    before, _ = take(pieces)
-    pull = being.pulling(2, CONTENTS["3.bin"])
+    pieces, before, pull = being.third_pulling(early=False)
     assert take(pieces) == (b"", True)
     being.move_into_place(2, pull)
     rest, paused = take(pieces)
@@ -242,11 +247,7 @@ def test_without_early_sending_a_file_being_pulled_waits_for_its_checksum(being:
 
 
 def test_a_file_that_fails_after_part_of_it_was_sent_cuts_its_member(being: Being) -> None:
-    being.verify(0)
-    being.verify(1)
-    pieces = being.pieces()
-    take(pieces)
-    pull = being.pulling(2, CONTENTS["3.bin"])
+    pieces, _, pull = being.third_pulling()
     assert take(pieces)[0]
     pull.unlink()  # the checksum did not match
     being.store.move_cart(being.cart.id, CartStatus.ERROR, error="file id2: checksum mismatch")
