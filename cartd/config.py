@@ -398,8 +398,9 @@ KEYS: tuple[Key, ...] = (
         "cartd",
         "max_wait",
         "CARTD_MAX_WAIT",
-        "Longest a `HEAD` with `Prefer: wait=N` is held waiting for its cart to change, in"
-        " whole seconds; a longer N is cut to this (0: never held).",
+        "Longest a `HEAD` with `Prefer: wait=N` is held waiting for its cart to change, or a"
+        " `GET` with `Prefer: wait` for its cart's sizes (at most 30 s), in whole seconds; a"
+        " longer N is cut to this (0: never held).",
     ),
     Key(
         "stream_while_pulling",

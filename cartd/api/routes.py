@@ -299,13 +299,14 @@ def cart_files(uid: Uid, request: Request) -> CartView:
 
 _PREFER = (
     "`wait` (RFC 7240): for a cart still being made, answer at once (200, or 206 for a"
-    " `Range`) with the final `Content-Length` and `ETag` and send each file as soon as it"
-    " is verified, the very bytes of a download after ready; `Preference-Applied: wait`"
-    " says so. Until the archive has told every file's size, the answer waits for it,"
-    f" at most `wait=N` seconds or {SIZES_WAIT:.0f}, then is 202 as without the"
-    " preference. A file that fails, or the cart deleted, cuts the body short (fewer"
-    " bytes than `Content-Length`, never a wrong one): `HEAD` then says why. Other"
-    " preferences are ignored."
+    " `Range`) with the final `Content-Length` and `ETag` and send each file as it is"
+    " pulled, its last 64 KiB once it is verified (each file once verified with"
+    " `cartd.stream_while_pulling` false), the very bytes of a download after ready;"
+    " `Preference-Applied: wait` says so. Until the archive has told every file's size,"
+    f" the answer waits for it, at most `wait=N` seconds, {SIZES_WAIT:.0f} or"
+    " `cartd.max_wait`, then is 202 as without the preference. A file that fails, or the"
+    " cart deleted, cuts the body short (fewer bytes than `Content-Length`, no file"
+    " completed wrong): `HEAD` then says why. Other preferences are ignored."
 )
 
 
@@ -358,7 +359,10 @@ async def download_cart(
     carts = _carts(request)
     shape = carts.shape(packing, manifest)
     # `prefer` is declared for the OpenAPI description; every Prefer header is read here.
-    wait = preferred_wait(request.headers.getlist("prefer"), SIZES_WAIT)
+    # The wait for the sizes holds the connection before the answer begins: no longer
+    # than a waiting HEAD may be held (`cartd.max_wait`), nor than `SIZES_WAIT`.
+    ceiling = min(SIZES_WAIT, request.app.state.runtime.settings.max_wait)
+    wait = preferred_wait(request.headers.getlist("prefer"), ceiling)
     try:
         download = await _download(partial(carts.download, uid, filename, shape=shape), wait)
     except CartNotFound:

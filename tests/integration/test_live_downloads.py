@@ -323,3 +323,17 @@ def test_a_cart_whose_sizes_are_not_known_in_time_is_202_after_the_wait_asked_fo
     answer = httpx.get(f"{server.url}/{uid}", headers={"Prefer": "wait=1"}, timeout=30)
     assert answer.status_code == 202
     assert 0.9 < time.monotonic() - began < 4
+
+
+def test_the_wait_for_the_sizes_is_never_longer_than_max_wait(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    """`cartd.max_wait` bounds every answer held before it begins, a GET's as a HEAD's."""
+    server = cartd_factory(fault_archive.url, CARTD_MAX_WAIT="1")
+    file_id, data = new_id("slow"), b"slow to say its size\n"
+    fault_archive.add(file_id, data, faults=Faults(head_seconds=4.0))
+    uid = post(server, [entry(file_id, data, "s.txt")])
+    began = time.monotonic()
+    answer = httpx.get(f"{server.url}/{uid}", headers={"Prefer": "wait=20"}, timeout=30)
+    assert answer.status_code == 202
+    assert 0.9 < time.monotonic() - began < 3.5
