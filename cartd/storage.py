@@ -39,8 +39,7 @@ class Volume:
     def file_paths(self, cart_id: int, file_ids: Sequence[int]) -> list[str]:
         """`file_path` of many files of a cart, as strings: a download's layout holds one
         for each of its files, and a `Path` costs several times a string's memory."""
-        folder = os.path.dirname(self.file_name(cart_id, 0))
-        return [f"{folder}{os.sep}{file_id}" for file_id in file_ids]
+        return [self.file_name(cart_id, file_id) for file_id in file_ids]
 
     def file_name(self, cart_id: int, file_id: int) -> str:
         """`file_path` as a string: a pull's own steps use it, a `Path` made for every
@@ -49,7 +48,7 @@ class Volume:
 
     def partial_name(self, cart_id: int, file_id: int) -> str:
         """`partial_path` as a string (see `file_name`)."""
-        folder = os.path.join(self._carts, str(cart_id), "partial")
+        folder = self._partials_folder(cart_id)
         os.makedirs(folder, exist_ok=True)
         return os.path.join(folder, f"{file_id}.{os.getpid()}.{uuid.uuid4().hex}")
 
@@ -61,7 +60,7 @@ class Volume:
 
     def partials(self, cart_id: int, file_id: int) -> list[Path]:
         """The pulls of a file under way (`partial_path`), oldest name first."""
-        folder = self.cart_dir(cart_id) / "partial"
+        folder = Path(self._partials_folder(cart_id))
         prefix = f"{file_id}."
         try:
             names = sorted(
@@ -73,7 +72,10 @@ class Volume:
 
     def clear_partials(self, cart_id: int) -> None:
         """Remove what unfinished pulls of a cart left behind."""
-        shutil.rmtree(self.cart_dir(cart_id) / "partial", ignore_errors=True)
+        shutil.rmtree(self._partials_folder(cart_id), ignore_errors=True)
+
+    def _partials_folder(self, cart_id: int) -> str:
+        return os.path.join(self._carts, str(cart_id), "partial")
 
     def bundle_path(self, cart_id: int) -> Path:
         return self.cart_dir(cart_id) / "bundle.tar"

@@ -183,7 +183,7 @@ class _Progress:
         if want.content is None:
             return False  # a zip header's CRC is the database's: it is told there
         try:
-            stat = os.stat(self.volume.file_path(self.cart_id, want.file_id))
+            stat = os.stat(self.volume.file_name(self.cart_id, want.file_id))
         except FileNotFoundError:
             return False
         return unchanged(stat, want.size, want.mtime)
@@ -195,7 +195,7 @@ class _Progress:
         if pull is None:
             return
         with pull:
-            if pull.sent and not pull.is_copy_of(self.volume.file_path(self.cart_id, want.file_id)):
+            if pull.sent and not pull.is_copy_of(self.volume.file_name(self.cart_id, want.file_id)):
                 raise DownloadCut(
                     f"file {want.archive_id} was pulled again after part of it was sent, and"
                     " the bytes differ: download the cart again from its start"
@@ -256,7 +256,7 @@ class _Pull:
             self.sent = max(self.sent, offset)
             yield chunk
 
-    def is_copy_of(self, path: os.PathLike[str]) -> bool:
+    def is_copy_of(self, path: str) -> bool:
         """Whether the bytes read from here are those of the file at `path`: the very file
         (the pull moved into place), else compared byte for byte (another pull of the same
         file was moved there: this one's bytes may still be right)."""
