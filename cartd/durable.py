@@ -162,10 +162,19 @@ class _DirectWriter(_Writer):
             _write_all(self.descriptor, memoryview(self.block)[whole : self.filled])
 
 
+def _create(path: str | os.PathLike[str], flags: int) -> int:
+    """A new file, and its folder if need be."""
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
+        return os.open(path, flags, 0o644)
+
+
 def _open(path: str | os.PathLike[str], expected_size: int) -> _Writer:
     if _O_DIRECT and expected_size >= DIRECT_FROM:
         try:
-            descriptor = os.open(path, _FLAGS | _O_DIRECT, 0o644)
+            descriptor = _create(path, _FLAGS | _O_DIRECT)
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: this filesystem has no O_DIRECT
                 raise
@@ -175,11 +184,12 @@ def _open(path: str | os.PathLike[str], expected_size: int) -> _Writer:
             except BaseException:
                 os.close(descriptor)
                 raise
-    return _PlainWriter(os.open(path, _FLAGS, 0o644))
+    return _PlainWriter(_create(path, _FLAGS))
 
 
 class DurableFile:
-    """A new file written from a stream of chunks; on disk once `commit` returns.
+    """A new file (in a folder made if need be) written from a stream of chunks; on disk
+    once `commit` returns.
 
     Use as a context manager: leaving it without `commit` (an error, a cancelled
     pull) closes the file and leaves it to the caller to remove.
@@ -201,10 +211,15 @@ class DurableFile:
             self._finished = True
             self._writer.finish()
 
-    def commit(self) -> None:
-        """Wait for every byte, fsync, close; raises what any write raised."""
+    def commit(self, *, sync: bool = True) -> None:
+        """Wait for every byte, fsync, close; raises what any write raised.
+
+        With `sync=False` there is no fsync: the caller makes the file durable later,
+        together with others (`cartd.storage.VolumeSync`).
+        """
         self.finish()
-        os.fsync(self._writer.descriptor)
+        if sync:
+            os.fsync(self._writer.descriptor)
         self._close()
 
     def _close(self) -> None:

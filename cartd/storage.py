@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from cartd.libc import sync_filesystem
 from cartd.segments import FilePath
 
 
@@ -47,16 +48,20 @@ class Volume:
         return os.path.join(self._carts, str(cart_id), "files", str(file_id))
 
     def partial_name(self, cart_id: int, file_id: int) -> str:
-        """`partial_path` as a string (see `file_name`)."""
-        folder = self._partials_folder(cart_id)
-        os.makedirs(folder, exist_ok=True)
-        return os.path.join(folder, f"{file_id}.{os.getpid()}.{uuid.uuid4().hex}")
+        """`partial_path` as a string (see `file_name`); its folder is made by the first
+        file written there (`cartd.durable.DurableFile`)."""
+        return os.path.join(
+            self._partials_folder(cart_id), f"{file_id}.{os.getpid()}.{uuid.uuid4().hex}"
+        )
 
     def partial_path(self, cart_id: int, file_id: int) -> Path:
         """Where one pull writes a file before it is verified: a name of its own, so that
         two pulls of one file (a claim that lapsed while the database was away) never
-        write into each other; each moves a whole verified file into place."""
-        return Path(self.partial_name(cart_id, file_id))
+        write into each other; each moves a whole verified file into place. Its folder
+        exists once this returns."""
+        name = self.partial_name(cart_id, file_id)
+        os.makedirs(os.path.dirname(name), exist_ok=True)
+        return Path(name)
 
     def partials(self, cart_id: int, file_id: int) -> list[Path]:
         """The pulls of a file under way (`partial_path`), oldest name first."""
@@ -87,14 +92,25 @@ class Volume:
         (`sync_folder`) once for a group of files before recording them verified.
         """
         folder = os.path.dirname(os.fspath(final))
-        os.makedirs(folder, exist_ok=True)
-        os.replace(partial, final)
+        try:
+            os.replace(partial, final)
+        except FileNotFoundError:  # the cart's first file in place (or `partial` is gone)
+            os.makedirs(folder, exist_ok=True)
+            os.replace(partial, final)
         if sync:
             _fsync_dir(folder)
 
     def sync_folder(self, path: FilePath) -> None:
         """Make the moves into a folder durable."""
         _fsync_dir(path)
+
+    def group_sync(self) -> VolumeSync | None:
+        """A `VolumeSync` made now, for files about to be written; None where the
+        filesystem cannot be synced whole with its errors reported (then each file and
+        folder is synced on its own)."""
+        if sync_filesystem is None:
+            return None
+        return VolumeSync(self._carts)
 
     def adopt(self, source: Path, final: Path) -> None:
         """Give `final` the bytes of `source` (a file the original Pacifica Cartd left on
@@ -116,6 +132,32 @@ class Volume:
 
     def remove_cart(self, cart_id: int) -> None:
         shutil.rmtree(self.cart_dir(cart_id), ignore_errors=True)
+
+
+class VolumeSync:
+    """Makes many small files durable with one call instead of an fsync each.
+
+    On this 2-core VM an fsync of a new 1 KiB file cost about 0.2 ms: a fifth of a
+    small file's whole pull, the largest part of it. `syncfs` writes back every file of
+    the volume's filesystem and its folders' moves at once, and reports any write-back
+    error met since this object was made: made before the group's first file is
+    written, it can never miss a failure of one of them (it may report another's,
+    which only makes the group be pulled again).
+    """
+
+    def __init__(self, folder: str) -> None:
+        self._descriptor: int | None = os.open(folder, os.O_RDONLY)
+
+    def sync(self) -> None:
+        """Raises `OSError` if writing back anything since this was made failed."""
+        assert self._descriptor is not None, "used after close"
+        assert sync_filesystem is not None
+        sync_filesystem(self._descriptor)
+
+    def close(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
 
 
 def _fsync_dir(path: FilePath) -> None:

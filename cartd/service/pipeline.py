@@ -35,7 +35,7 @@ from cartd.bundle import iter_tar, tar_size
 from cartd.db.copies import NONE, Copies, CopyStore
 from cartd.db.space import Sized, SpaceLedger
 from cartd.db.store import CartStore
-from cartd.durable import DurableFile
+from cartd.durable import WRITEBACK_EVERY, DurableFile
 from cartd.errors import (
     ArchiveError,
     CartGone,
@@ -54,7 +54,7 @@ from cartd.service.sharing import WAIT_MAX, Sharing
 from cartd.service.watch import CLAIM_SECONDS, CartWatch, HeldFiles
 from cartd.space_plan import NO_SPACE
 from cartd.status import CartStatus, FileStatus
-from cartd.storage import Volume
+from cartd.storage import Volume, VolumeSync
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ SIZE_AHEAD_FROM = 256
 SIZE_AHEAD_CHUNK = 512
 SIZE_AHEAD_FIRST = 32
 GROUP_BYTES = 64 * 1024 * 1024
+#: Files at least this big are synced each as they are pulled; smaller ones with their
+#: group. Bigger ones are already written back while they are written (`cartd.durable`).
+SYNC_ALONE_FROM = WRITEBACK_EVERY
 GROUP_SECONDS = 0.5
 #: Seconds before its due time a file step may run.
 EARLY = 0.5
@@ -103,6 +106,13 @@ class _InPlace:
     crc32: int | None = None  # of its bytes, for a zip's headers
 
 
+@dataclass(frozen=True)
+class _Group:
+    items: list[_InPlace]
+    #: Made before the first of its files was written, which were not synced each.
+    sync: VolumeSync | None
+
+
 class _Verified:
     """Files verified and moved into place whose rows do not say so yet.
 
@@ -110,10 +120,19 @@ class _Verified:
     `GROUP_SECONDS`, so the progress a client sees lags the pulls by about that.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, volume: Volume) -> None:
+        self._volume = volume
         self._items: list[_InPlace] = []
         self._bytes = 0
         self._since = 0.0
+        self._sync: VolumeSync | None = None
+
+    def sync_together(self) -> bool:
+        """Whether a file about to be written may be made durable with its group rather
+        than on its own; if so, the group's sync is made now, before its first byte."""
+        if self._sync is None:
+            self._sync = self._volume.group_sync()
+        return self._sync is not None
 
     def add(
         self,
@@ -137,16 +156,22 @@ class _Verified:
             self._bytes + upcoming >= GROUP_BYTES or time.monotonic() - self._since >= GROUP_SECONDS
         )
 
-    def take(self) -> list[_InPlace]:
-        items, self._items, self._bytes = self._items, [], 0
-        return items
+    def take(self) -> _Group:
+        group = _Group(self._items, self._sync)
+        self._items, self._bytes, self._sync = [], 0, None
+        return group
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
 
 @dataclass
 class _Batch:
     """What the steps of one `advance` call share."""
 
-    verified: _Verified = field(default_factory=_Verified)
+    verified: _Verified
     #: What the archive said of each file sized together at the start of the batch, or
     #: the fault it answered with (raised again by the file's own step).
     known: dict[int, ArchiveFile | ArchiveError] = field(default_factory=dict)
@@ -163,6 +188,8 @@ class _Batch:
     woken: set[int] = field(default_factory=set)
     #: Files of other batches that waited for such a copy: the runner starts them now.
     start: list[int] = field(default_factory=list)
+    #: Files whose group could not be made durable: when to step each again.
+    retried: dict[int, float | None] = field(default_factory=dict)
 
     def abort(self, cart_id: int) -> Abort:
         if cart_id not in self.aborts:
@@ -245,9 +272,10 @@ class Pipeline:
         recorded verified in groups (one folder sync and one commit for many files): for
         small files those cost more than the pull itself.
         """
-        batch = _Batch(watch=self.watch)
+        batch = _Batch(_Verified(self.volume), watch=self.watch)
         delays: list[float | None] = []
         with self.watch.claiming_files(file_ids) as claimed, batch.watching:
+            batch.watching.callback(batch.verified.close)
             batch.claimed = claimed
             loaded = self.store.load_steps(file_ids)
             steps = self._size_together(
@@ -269,6 +297,11 @@ class Pipeline:
                     self._record(batch)
                 delays.append(self._advance(file, cart, batch))
             self._record(batch)
+        if batch.retried:
+            delays = [
+                batch.retried.get(file_id, delay)
+                for file_id, delay in zip(file_ids, delays, strict=True)
+            ]
         if batch.woken:  # waited for a copy that is verified now: link it at once
             delays = [
                 0.0 if delay is not None and file_id in batch.woken else delay
@@ -563,6 +596,9 @@ class Pipeline:
         self, cart: Cart, file: CartFile, info: ArchiveFile, verified: _Verified, abort: Abort
     ) -> None:
         partial = self.volume.partial_name(cart.id, file.id)
+        # A small file's fsync costs more than the rest of its pull: it is made durable
+        # with its group instead, before the group is recorded (`_record`).
+        alone = info.size >= SYNC_ALONE_FROM or not verified.sync_together()
         digest = hashlib.new(file.hashtype)
         # The CRC-32 a zip's headers hold, while the bytes pass: 0.03 s a GiB with ISA-L.
         crc, received = 0, 0
@@ -601,7 +637,7 @@ class Pipeline:
                 # (`_verified_before_crash`), so a file torn by the crash is pulled again.
                 self.volume.commit(partial, final, sync=False)
                 try:
-                    out.commit()  # on disk before its group records it verified
+                    out.commit(sync=alone)  # on disk before its group records it verified
                 except BaseException:
                     _remove(final)
                     raise
@@ -615,11 +651,18 @@ class Pipeline:
     def _record(self, batch: _Batch) -> None:
         """Make a group of files in place durable, then record them verified (which ends
         their claims too)."""
-        group = batch.verified.take()
-        if not group:
+        taken = batch.verified.take()
+        try:
+            if not taken.items:
+                return
+            self._make_durable(taken)
+        except OSError as exc:
+            self._pull_again(taken.items, batch, f"volume error: {_reason(exc)}")
             return
-        for folder in {item.folder for item in group}:
-            self.volume.sync_folder(folder)
+        finally:
+            if taken.sync is not None:
+                taken.sync.close()
+        group = taken.items
         moved = self.store.record_verified(
             [Verified(item.file.id, item.size, item.mtime, item.crc32) for item in group]
         )
@@ -645,6 +688,22 @@ class Pipeline:
             # Counted after our commit, never inside it: two groups committing together
             # would each still see the other's files pending, and neither would finish.
             self._finish_if_complete(cart_id)
+
+    def _make_durable(self, group: _Group) -> None:
+        """The files of a group on disk, and their moves into place: with one sync of the
+        volume if some were not synced each, else by syncing each folder they went to."""
+        if group.sync is not None:
+            group.sync.sync()
+            return
+        for folder in {item.folder for item in group.items}:
+            self.volume.sync_folder(folder)
+
+    def _pull_again(self, group: list[_InPlace], batch: _Batch, cause: str) -> None:
+        """A group that could not be made durable: none of its files is kept, each is
+        stepped again as after a failed pull."""
+        for item in group:
+            _remove(self.volume.file_name(item.cart.id, item.file.id))
+            batch.retried[item.file.id] = self._retry_later(item.cart, item.file, cause)
 
     def _wake_copies(self, batch: _Batch, moved: set[int]) -> None:
         """Files waiting for a copy of those just recorded are due now: those of other

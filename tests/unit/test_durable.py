@@ -98,3 +98,11 @@ def test_a_full_disk_is_raised_to_the_puller(expected_size: int) -> None:
     with pytest.raises(OSError, match="No space left") as caught:
         write_all(Path("/dev/full"), parts, expected_size)
     assert caught.value.errno == errno.ENOSPC
+
+
+def test_a_file_in_a_folder_not_made_yet_gets_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "carts" / "7" / "partial" / "1.part"
+    with DurableFile(path, expected_size=3) as out:
+        out.write(b"abc")
+        out.commit(sync=False)
+    assert path.read_bytes() == b"abc"

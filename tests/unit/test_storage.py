@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cartd.durable import DurableFile
 from cartd.storage import Volume
 
 
@@ -27,6 +28,7 @@ def test_the_string_paths_of_the_hot_path_are_the_paths(tmp_path: Path) -> None:
     assert volume.file_paths(7, [1, 42]) == [volume.file_name(7, 1), volume.file_name(7, 42)]
     pull = volume.partial_name(7, 42)
     assert os.path.dirname(pull) == os.fspath(volume.cart_dir(7) / "partial")
-    open(pull, "wb").close()
+    with DurableFile(pull) as out:  # makes the folder of a cart's first pull
+        out.commit(sync=False)
     assert volume.partials(7, 42) == [Path(pull)]
     assert volume.partials(7, 4) == [], "another file's pulls are not this one's"

@@ -1,0 +1,102 @@
+"""Small files are made durable a group at a time, with one sync of the volume; a group
+whose sync fails is never recorded verified: each of its files is pulled again.
+
+The failure is injected: a real write-back error needs a failing disk. Everything else
+is real (the pipeline, SQLite, the volume, the archive over HTTP)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cartd.config import load_settings
+from cartd.libc import sync_filesystem
+from cartd.runtime import Runtime, build_runtime
+from cartd.status import CartStatus, FileStatus
+from cartd.storage import VolumeSync
+from tests.conftest import new_id
+from tests.support.fault_archive import FaultArchive
+from tests.support.tars import tar_files
+
+pytestmark = pytest.mark.skipif(sync_filesystem is None, reason="no syncfs to rely on here")
+
+
+class FailingOnce(VolumeSync):
+    """A group sync whose write-back fails, as a dying disk's would."""
+
+    def sync(self) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def _drive(runtime: Runtime, cart_id: int, deadline: float) -> None:
+    """Take the cart's open steps again and again, as the runner would when each is due."""
+    runtime.pipeline.size_cart(cart_id)
+    while time.monotonic() < deadline:
+        cart = runtime.store.get_cart(cart_id)
+        if cart is None or not cart.status.is_active:
+            return
+        open_ids = [
+            file.id
+            for file in runtime.store.files_of(cart_id)
+            if file.status is not FileStatus.STAGED
+        ]
+        if not open_ids:
+            runtime.pipeline.finish(cart_id)
+            continue
+        runtime.pipeline.advance(open_ids)
+        time.sleep(0.02)
+
+
+def test_a_group_whose_sync_fails_is_pulled_again_and_its_cart_still_made(
+    fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    contents: dict[str, bytes] = {}
+    order = []
+    for index in range(6):
+        file_id, data = new_id(), f"small file {index}\n".encode() * 50
+        fault_archive.add(file_id, data)
+        contents[f"d/{index}.txt"] = data
+        order.append(
+            {
+                "id": file_id,
+                "path": f"d/{index}.txt",
+                "hashtype": "sha1",
+                "hashsum": hashlib.sha1(data).hexdigest(),
+            }
+        )
+    settings = load_settings(
+        None,
+        {},
+        database_url=f"sqlite:///{tmp_path / 'cartd.db'}",
+        volume_path=tmp_path / "volume",
+        archive_url=fault_archive.url,
+        retry_initial=0.05,
+    )
+    runtime = build_runtime(settings)
+    syncs: list[VolumeSync] = []
+
+    def group_sync() -> VolumeSync:
+        made = (FailingOnce if not syncs else VolumeSync)(str(tmp_path / "volume"))
+        syncs.append(made)
+        return made
+
+    runtime.pipeline.volume.group_sync = group_sync  # type: ignore[method-assign]
+    try:
+        cart = runtime.carts.create("synced", json.dumps({"fileids": order}).encode())
+        _drive(runtime, cart.id, time.monotonic() + 30)
+        ready = runtime.store.get_cart(cart.id)
+        assert ready is not None
+        assert ready.status is CartStatus.READY, ready
+        served = b"".join(runtime.carts.stream(runtime.carts.download("synced", "x")))
+    finally:
+        runtime.close()
+    assert tar_files(served) == {f"x/{path}": data for path, data in contents.items()}
+    assert isinstance(syncs[0], FailingOnce), "the small files were synced as a group"
+    gets = Counter(file_id for _, method, file_id in fault_archive.requests if method == "GET")
+    assert set(gets.values()) == {2}, f"each file of the failed group is pulled again: {gets}"
