@@ -119,24 +119,26 @@ def read_checked(
     """`length` bytes of a file from `offset`, the file checked with `intact` when opened
     and after every read, so that bytes written in place meanwhile are never sent. Once
     open, a file deleted meanwhile is still read whole. Raises `SourceChanged`."""
+    # A bare descriptor, not a file object: a download of 100,000 small files makes that
+    # many of these, and a file object costs three more system calls each.
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below)
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise SourceChanged(f"{name}: {exc.strerror}") from exc
-    with handle:
-        descriptor = handle.fileno()
+    try:
         if not intact(os.fstat(descriptor)):
             raise SourceChanged(f"{name}: not the file verified")
-        handle.seek(offset)
-        remaining = length
-        while remaining > 0:
-            chunk = handle.read(min(chunk_size, remaining))
+        position, end = offset, offset + length
+        while position < end:
+            chunk = os.pread(descriptor, min(chunk_size, end - position), position)
             if not chunk:
                 raise SourceChanged(f"{name}: shorter than verified")
             if not intact(os.fstat(descriptor)):
                 raise SourceChanged(f"{name}: changed while read")
-            remaining -= len(chunk)
+            position += len(chunk)
             yield chunk
+    finally:
+        os.close(descriptor)
 
 
 def read_content(
