@@ -8,7 +8,7 @@ from datetime import datetime
 from cartd.status import CartStatus, FileStatus
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CartFile:
     id: int
     cart_id: int

@@ -14,6 +14,7 @@ import bisect
 import functools
 import itertools
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -73,16 +74,17 @@ class Layout:
 
     segments: list[Segment]
     spans: list[tuple[int, int]]
-    contents: list[int] | None = None
+    contents: Sequence[int] | None = None
 
     @property
     def size(self) -> int:
         return self.starts[-1]
 
     @functools.cached_property
-    def starts(self) -> list[int]:
-        """Where each segment begins, and (last) where the layout ends."""
-        return list(itertools.accumulate(map(length, self.segments), initial=0))
+    def starts(self) -> array[int]:
+        """Where each segment begins, and (last) where the layout ends: 8 bytes each
+        rather than a list's 40, for the few segments of each of 100,000 files."""
+        return array("q", itertools.accumulate(map(length, self.segments), initial=0))
 
     def range(self, chunk_size: int, start: int, end: int) -> Iterator[bytes]:
         """`iter_range` of the segments, found by bisection rather than by a walk from

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -123,6 +124,10 @@ class Download:
         )
 
 
+def _no_crc(index: int) -> int:
+    raise AssertionError("a tar's headers hold no CRC-32")
+
+
 def content_tag(
     cart: Cart, files: list[CartFile], top: str, size: int, variant: Sequence[str] = ()
 ) -> str:
@@ -134,7 +139,7 @@ def content_tag(
     known once the archive has told every file's size, so a download that starts while
     the cart is being made gets the tag of the download after ready; a cart made ready
     again from the same files keeps it, since its bytes are the same."""
-    identity: list[object] = [
+    head: list[object] = [
         LAYOUT_VERSION,
         cart.id,
         cart.uid,
@@ -142,14 +147,21 @@ def content_tag(
         int(cart.created_at.timestamp()),
         size,
     ]
-    identity += [
-        [file.path, file.size, int(file.mtime or 0.0), file.hashtype, file.hashsum]
-        for file in files
-    ]
-    if variant:
-        identity.append(list(variant))
-    digest = hashlib.sha256(json.dumps(identity).encode("ascii")).hexdigest()
-    return f'"{digest[:32]}"'
+    items = itertools.chain(
+        head,
+        (
+            [file.path, file.size, int(file.mtime or 0.0), file.hashtype, file.hashsum]
+            for file in files
+        ),
+        [list(variant)] if variant else [],
+    )
+    # The JSON of the whole list, hashed an item at a time: the same bytes as one
+    # `json.dumps` of it, without holding them (or a list per file) for 100,000 files.
+    digest = hashlib.sha256(b"[")
+    for index, item in enumerate(items):
+        digest.update((", " if index else "").encode() + json.dumps(item).encode("ascii"))
+    digest.update(b"]")
+    return f'"{digest.hexdigest()[:32]}"'
 
 
 def bundle_unchanged(stat: os.stat_result, cart: Cart) -> bool:
@@ -367,9 +379,11 @@ class CartService:
         *,
         being_made: bool,
     ) -> Layout:
-        crcs = Crcs(self.store, self.volume, files, self.chunk_size, being_made=being_made)
+        crc_of: Callable[[int], int] = _no_crc
+        if shape.packing is Packing.ZIP:
+            crc_of = Crcs(self.store, self.volume, files, self.chunk_size, being_made=being_made)
         return cart_layout(
-            cart, files, self.volume, top, packing=shape.packing, inline=inline, crc_of=crcs
+            cart, files, self.volume, top, packing=shape.packing, inline=inline, crc_of=crc_of
         )
 
     def _repair(

@@ -4,19 +4,23 @@ manifests (one per hash type, BagIt style, checkable with coreutils)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from cartd.bundle import LAYOUT_VERSION
 from cartd.errors import InvalidRequest
-from cartd.records import CartFile
+from cartd.records import Cart, CartFile
 from cartd.schemas import Packing
-from cartd.service.carts import TAR, Shape, download_name
+from cartd.service.carts import TAR, Shape, content_tag, download_name
 from cartd.service.manifest import manifests
-from cartd.status import FileStatus
+from cartd.status import CartStatus, FileStatus
 
 DEFAULT = "data_2026_01_02_03_04_05"
+CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -96,3 +100,20 @@ def test_a_file_where_a_manifest_would_go_is_refused(path: str) -> None:
     with pytest.raises(InvalidRequest, match="manifest"):
         manifests(files, 0)
     assert manifests([cart_file(1, path, b"x", "sha1")], 0), "another hash type's name is free"
+
+
+@pytest.mark.parametrize("variant", [[], ["zip", "manifests"]])
+def test_a_download_keeps_the_tag_earlier_versions_gave_it(variant: list[str]) -> None:
+    """The tag is hashed a file at a time now; a client resuming a download begun under
+    an earlier version must still see the same tag (its `If-Range` would fail)."""
+    cart = Cart(7, "run", CartStatus.READY, False, None, CREATED, CREATED, CREATED, None)
+    files = [
+        cart_file(number, path, data, hashtype)
+        for number, (path, (data, hashtype)) in enumerate(FILES.items(), 1)
+    ]
+    identity: list[object] = [LAYOUT_VERSION, 7, "run", "top", int(CREATED.timestamp()), 99]
+    identity += [[f.path, f.size, int(f.mtime or 0), f.hashtype, f.hashsum] for f in files]
+    if variant:
+        identity.append(variant)
+    earlier = hashlib.sha256(json.dumps(identity).encode("ascii")).hexdigest()[:32]
+    assert content_tag(cart, files, "top", 99, variant) == f'"{earlier}"'
