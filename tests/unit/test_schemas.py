@@ -494,3 +494,17 @@ def test_no_refused_hashtype_matches_the_pattern(hashtype: str) -> None:
 def test_a_backslash_in_a_path_is_refused(path: str) -> None:
     with pytest.raises(InvalidRequest, match=r"fileids\[0\]\.path .* must not contain"):
         parse_cart_order(order(entry(path)))
+
+
+# bodies pydantic's own JSON reader refuses, read again by Python's as the original did
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-be"])
+def test_an_order_in_another_unicode_encoding_is_read(encoding: str) -> None:
+    body = order(entry("d\u00e9j\u00e0/a.txt")).decode("ascii").encode(encoding)
+    assert parse_cart_order(body).files[0].path == "d\u00e9j\u00e0/a.txt"
+
+
+def test_nan_in_an_ignored_key_is_ignored() -> None:
+    body = order(entry(note="NOTE")).replace(b'"NOTE"', b"NaN")
+    assert parse_cart_order(body).files[0].path == "a.txt"
