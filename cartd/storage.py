@@ -143,6 +143,14 @@ class VolumeSync:
     error met since this object was made: made before the group's first file is
     written, it can never miss a failure of one of them (it may report another's,
     which only makes the group be pulled again).
+
+    It also writes back what other programs wrote to that filesystem, so a volume
+    sharing one with busy writers makes each group wait for them too. An fsync on
+    ext4 (ordered data) already does much the same. Measured on the benchmark's
+    100,000 x 1 KiB cart (time to ready): an fsync per file, 89 to 96 s; `syncfs` per
+    group, 64 s. Later, with other costs cut: `syncfs` 60 s, against 70 s for the way
+    that touches only our files (each file's write-back started as it closes, then an
+    fsync of each at the group's end).
     """
 
     def __init__(self, folder: str) -> None:
