@@ -32,3 +32,22 @@ def test_the_string_paths_of_the_hot_path_are_the_paths(tmp_path: Path) -> None:
         out.commit(sync=False)
     assert volume.partials(7, 42) == [Path(pull)]
     assert volume.partials(7, 4) == [], "another file's pulls are not this one's"
+
+
+def test_a_forked_worker_names_its_pulls_apart_from_its_parent(tmp_path: Path) -> None:
+    """Celery's prefork workers are forked from one parent: their pulls of one file must
+    never share a name (each would write into the other's)."""
+    volume = Volume(tmp_path / "volume")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's)
+        os.write(write, volume.partial_name(7, 42).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 4096).decode()
+    os.close(read)
+    ours = {volume.partial_name(7, 42) for _ in range(3)}
+    assert len(ours) == 3
+    assert theirs not in ours
+    assert theirs.split(".")[:3] != volume.partial_name(7, 42).split(".")[:3]
