@@ -69,6 +69,11 @@ class Archive(Protocol):
     """A store of files by id. Methods raise `TransientArchiveError` or `PermanentArchiveError`,
     and `CartGone` once their `abort` is triggered."""
 
+    #: Whether reading it is this process's own work (a mounted folder) rather than
+    #: waiting on a server: then small files are pulled by one thread at a time
+    #: (`cartd.service.pipeline.TAKE_TURNS_BELOW`).
+    reads_in_process: bool
+
     def stage(self, file_id: str, abort: Abort) -> None:
         """Ask for the file to be brought to disk; returns at once."""
 

@@ -161,6 +161,8 @@ class _Connections:
 class PacificaArchive:
     """Keeps keep-alive connections; every call has a timeout."""
 
+    reads_in_process = False
+
     def __init__(self, base_url: str, *, timeout: float, connections: int) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._path = urlsplit(self.base_url).path

@@ -27,6 +27,8 @@ _OPENED_AT = _O_PATH != 0 and os.path.isdir(_PROC_FD)
 class FolderArchive:
     """File id `a/b.txt` is `<root>/a/b.txt`; ids cannot reach outside the root."""
 
+    reads_in_process = True
+
     def __init__(self, root: str | os.PathLike[str], *, chunk_size: int) -> None:
         self.root = os.path.realpath(root)
         self._inside = os.path.join(self.root, "")
