@@ -70,3 +70,26 @@ def _load_sync_filesystem() -> Callable[[int], None] | None:
 #: call for many small files costs what one fsync does; None where it cannot be relied
 #: on (not Linux, or a kernel before 5.8, whose `syncfs` did not report errors).
 sync_filesystem = _load_sync_filesystem()
+
+
+def _load_filesystem_type() -> Callable[[str], int | None]:
+    function = _libc_function("statfs")
+    if function is None:
+        return lambda path: None
+    function.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    function.restype = ctypes.c_int
+
+    def filesystem_type(path: str) -> int | None:
+        # `struct statfs` begins with `f_type`, a C long on every Linux architecture;
+        # the buffer is larger than the whole struct anywhere.
+        buffer = ctypes.create_string_buffer(256)
+        if function(os.fsencode(path), buffer) != 0:
+            return None
+        return ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF
+
+    return filesystem_type
+
+
+#: `statfs(path).f_type`: the magic number of the filesystem holding `path` (what
+#: `stat -f -c %t` prints); None where it cannot be told.
+filesystem_type = _load_filesystem_type() if platform.system() == "Linux" else (lambda path: None)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from cartd.libc import sync_filesystem
+from cartd.libc import filesystem_type, sync_filesystem
 from cartd.segments import FilePath
 
 
@@ -24,6 +24,7 @@ class Volume:
         self.root = root
         self.carts = root / "carts"
         self._carts = os.fspath(self.carts)
+        self._syncs_whole: bool | None = None  # known at the first `group_sync`
 
     def prepare(self) -> None:
         self.carts.mkdir(parents=True, exist_ok=True)
@@ -107,9 +108,11 @@ class Volume:
         """A `VolumeSync` made now, for files about to be written; None where the
         filesystem cannot be synced whole with its errors reported (then each file and
         folder is synced on its own)."""
-        if sync_filesystem is None:
-            return None
-        return VolumeSync(self._carts)
+        if self._syncs_whole is None:
+            self._syncs_whole = sync_filesystem is not None and syncs_whole(
+                filesystem_type(self._carts)
+            )
+        return VolumeSync(self._carts) if self._syncs_whole else None
 
     def adopt(self, source: Path, final: Path) -> None:
         """Give `final` the bytes of `source` (a file the original Pacifica Cartd left on
@@ -131,6 +134,18 @@ class Volume:
 
     def remove_cart(self, cart_id: int) -> None:
         shutil.rmtree(self.cart_dir(cart_id), ignore_errors=True)
+
+
+#: Filesystems on a local disk, by `statfs` magic number, whose `syncfs` writes back
+#: every file and reports write-back errors: ext2/3/4, XFS, Btrfs, F2FS, ZFS, and tmpfs
+#: (nothing to write back). A network filesystem (NFS, CIFS, Lustre, CephFS) keeps an
+#: fsync per file: what its `syncfs` promises was not checked.
+LOCAL_FILESYSTEMS = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x2FC12FC1, 0x01021994})
+
+
+def syncs_whole(filesystem: int | None) -> bool:
+    """Whether the volume's files are made durable a group at a time (`VolumeSync`)."""
+    return filesystem in LOCAL_FILESYSTEMS
 
 
 class _PullNames:

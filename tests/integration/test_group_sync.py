@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,15 +17,18 @@ from pathlib import Path
 import pytest
 
 from cartd.config import load_settings
-from cartd.libc import sync_filesystem
+from cartd.libc import filesystem_type, sync_filesystem
 from cartd.runtime import Runtime, build_runtime
 from cartd.status import CartStatus, FileStatus
-from cartd.storage import VolumeSync
+from cartd.storage import VolumeSync, syncs_whole
 from tests.conftest import new_id
 from tests.support.fault_archive import FaultArchive
 from tests.support.tars import tar_files
 
-pytestmark = pytest.mark.skipif(sync_filesystem is None, reason="no syncfs to rely on here")
+pytestmark = pytest.mark.skipif(
+    sync_filesystem is None or not syncs_whole(filesystem_type(tempfile.gettempdir())),
+    reason="no syncfs to rely on here",
+)
 
 
 class FailingOnce(VolumeSync):
