@@ -76,7 +76,7 @@ GROUP_SECONDS = 0.5
 #: A small file's pull is nearly all interpreter work, which threads cannot run at once;
 #: from several threads it only adds hand-offs of the interpreter's lock. Measured on the
 #: benchmark's 100,000 x 1 KiB `file://` cart with 4 workers: ready in 50 s taking
-#: turns, 57 to 65 s without (and 63 to 95 CPU-seconds). Larger files, whose hashing
+#: turns (63 CPU-seconds), 57 to 65 s without (81 to 95). Larger files, whose hashing
 #: and writes run outside that lock, are still pulled side by side: 8 x 128 MiB took
 #: 1.5 s with 4 workers, 2.6 s with one.
 TAKE_TURNS_BELOW = 1024 * 1024
@@ -281,8 +281,8 @@ class Pipeline:
         Files of the batch not sized yet are sized together first and their bytes added
         to their cart's reservation (`_size_together`), then pulled in the same call:
         a cart starts pulling as soon as its first batch is sized. Files pulled here are
-        recorded verified in groups (one folder sync and one commit for many files): for
-        small files those cost more than the pull itself.
+        recorded verified in groups (one sync and one commit for many files): for small
+        files those cost more than the pull itself.
         """
         batch = _Batch(_Verified(self.volume), watch=self.watch)
         delays: list[float | None] = []
