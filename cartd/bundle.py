@@ -162,7 +162,7 @@ def tar_layout(members: list[Member]) -> Layout:
         if member.source is not None
     ]
     spans = [(start, start + member.length) for start, member in files]
-    contents = array("q", [start + length(member.header) for start, member in files])
+    contents = array("q", (start + length(member.header) for start, member in files))
     return Layout(list(_segments(members)), spans, contents)
 
 

@@ -124,10 +124,6 @@ class Download:
         )
 
 
-def _no_crc(index: int) -> int:
-    raise AssertionError("a tar's headers hold no CRC-32")
-
-
 def content_tag(
     cart: Cart, files: list[CartFile], top: str, size: int, variant: Sequence[str] = ()
 ) -> str:
@@ -379,11 +375,9 @@ class CartService:
         *,
         being_made: bool,
     ) -> Layout:
-        crc_of: Callable[[int], int] = _no_crc
-        if shape.packing is Packing.ZIP:
-            crc_of = Crcs(self.store, self.volume, files, self.chunk_size, being_made=being_made)
+        crcs = Crcs(self.store, self.volume, files, self.chunk_size, being_made=being_made)
         return cart_layout(
-            cart, files, self.volume, top, packing=shape.packing, inline=inline, crc_of=crc_of
+            cart, files, self.volume, top, packing=shape.packing, inline=inline, crc_of=crcs
         )
 
     def _repair(

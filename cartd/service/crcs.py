@@ -11,6 +11,7 @@ verified since the download began are read again, a batch at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -37,10 +38,19 @@ class Crcs:
     ) -> None:
         self._store = store
         self._volume = volume
-        self._files = list(files)
-        self._index = {file.id: index for index, file in enumerate(files)}
+        self._given = files
         self._chunk_size = chunk_size
         self._being_made = being_made
+
+    # Made at the first CRC asked for: a tar's layout never asks, and for a cart of
+    # 100,000 files these cost a list and a dictionary of that many.
+    @functools.cached_property
+    def _files(self) -> list[CartFile]:
+        return list(self._given)
+
+    @functools.cached_property
+    def _index(self) -> dict[int, int]:
+        return {file.id: index for index, file in enumerate(self._given)}
 
     def __call__(self, index: int) -> int:
         file = self._files[index]
