@@ -73,7 +73,7 @@ sync_filesystem = _load_sync_filesystem()
 
 
 def _load_filesystem_type() -> Callable[[str], int | None]:
-    function = _libc_function("statfs")
+    function = _libc_function("statfs") if platform.system() == "Linux" else None
     if function is None:
         return lambda path: None
     function.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
@@ -92,4 +92,4 @@ def _load_filesystem_type() -> Callable[[str], int | None]:
 
 #: `statfs(path).f_type`: the magic number of the filesystem holding `path` (what
 #: `stat -f -c %t` prints); None where it cannot be told.
-filesystem_type = _load_filesystem_type() if platform.system() == "Linux" else (lambda path: None)
+filesystem_type = _load_filesystem_type()

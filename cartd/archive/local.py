@@ -21,6 +21,9 @@ from cartd.errors import PermanentArchiveError, TransientArchiveError
 
 _O_PATH: int = getattr(os, "O_PATH", 0)
 _PROC_FD = "/proc/self/fd"
+#: Whether a file is located by opening it with `O_PATH` and asking `/proc` where it is:
+#: both are needed, to check it and to open it again for reading. Otherwise the path is
+#: resolved and checked first, and the file opened for reading at once.
 _OPENED_AT = _O_PATH != 0 and os.path.isdir(_PROC_FD)
 
 
@@ -48,7 +51,8 @@ class FolderArchive:
         if not _OPENED_AT and not self._is_inside(os.path.realpath(path)):
             raise self._outside(file_id)
         try:
-            descriptor = os.open(path, (_O_PATH or os.O_RDONLY | os.O_NONBLOCK) | os.O_CLOEXEC)
+            flags = _O_PATH if _OPENED_AT else os.O_RDONLY | os.O_NONBLOCK
+            descriptor = os.open(path, flags | os.O_CLOEXEC)
         except FileNotFoundError:
             if not self._is_inside(os.path.realpath(path)):  # a link out to nothing
                 raise self._outside(file_id) from None
@@ -84,7 +88,7 @@ class FolderArchive:
     @contextmanager
     def _read(self, file_id: str, abort: Abort) -> Iterator[Iterator[bytes]]:
         located, _ = self._locate(file_id)
-        if _O_PATH:
+        if _OPENED_AT:
             try:
                 # The very file located, opened for reading: no path is looked up again.
                 descriptor = os.open(f"{_PROC_FD}/{located}", os.O_RDONLY | os.O_CLOEXEC)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cartd.archive import local
 from cartd.archive.base import Abort
 from cartd.archive.local import FolderArchive
 from cartd.errors import PermanentArchiveError
@@ -85,3 +86,18 @@ def test_no_descriptor_is_left_open(archive: FolderArchive) -> None:
         with pytest.raises(PermanentArchiveError):
             archive.status("../secret", Abort())
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_without_o_path_and_proc_the_path_is_checked_first(
+    archive: FolderArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where `/proc` is not mounted (some containers), `O_PATH` alone cannot be opened
+    again for reading: the path is resolved first and the file opened to be read."""
+    monkeypatch.setattr(local, "_OPENED_AT", False)
+    monkeypatch.setattr(local, "_PROC_FD", str(tmp_path / "no-proc"))
+    (Path(archive.root) / "out").symlink_to(tmp_path)
+    assert size(archive, "runs/42.dat") == 10_000
+    assert read(archive, "runs/42.dat") == b"x" * 10_000
+    for ask in (size, read):
+        with pytest.raises(PermanentArchiveError, match="outside the archive folder"):
+            ask(archive, "out/secret")
