@@ -18,29 +18,14 @@ import pytest
 
 from cartd.config import load_settings
 from cartd.db import migrate
-from cartd.runtime import Runtime, build_runtime, open_engine
-from cartd.status import CartStatus, FileStatus
+from cartd.runtime import build_runtime, open_engine
+from cartd.status import CartStatus
 from tests.conftest import new_id, scratch_database
+from tests.support.driving import drive
 from tests.support.fault_archive import FaultArchive, Faults
 from tests.support.tars import tar_files
 
 pytestmark = pytest.mark.postgres
-
-
-def _drive(runtime: Runtime, cart_id: int, deadline: float) -> None:
-    """Take every open step of the cart again and again, as a worker handed every task."""
-    pipeline, store = runtime.pipeline, runtime.store
-    pipeline.size_cart(cart_id)
-    while time.monotonic() < deadline:
-        cart = store.get_cart(cart_id)
-        if cart is None or not cart.status.is_active:
-            return
-        files = store.files_of(cart_id)
-        open_ids = [file.id for file in files if file.status is not FileStatus.STAGED]
-        if open_ids:
-            pipeline.advance(open_ids)
-        else:
-            pipeline.finish(cart_id)
 
 
 def test_steps_delivered_twice_pull_every_file_once(
@@ -72,7 +57,7 @@ def test_steps_delivered_twice_pull_every_file_once(
             cart = runtimes[0].carts.create("twice", body)
             deadline = time.monotonic() + 60
             workers = [
-                threading.Thread(target=_drive, args=(runtime, cart.id, deadline))
+                threading.Thread(target=drive, args=(runtime, cart.id, deadline))
                 for runtime in runtimes
             ]
             for worker in workers:

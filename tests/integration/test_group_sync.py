@@ -18,10 +18,11 @@ import pytest
 
 from cartd.config import load_settings
 from cartd.libc import filesystem_type, sync_filesystem
-from cartd.runtime import Runtime, build_runtime
-from cartd.status import CartStatus, FileStatus
+from cartd.runtime import build_runtime
+from cartd.status import CartStatus
 from cartd.storage import VolumeSync, syncs_whole
 from tests.conftest import new_id
+from tests.support.driving import drive
 from tests.support.fault_archive import FaultArchive
 from tests.support.tars import tar_files
 
@@ -36,25 +37,6 @@ class FailingOnce(VolumeSync):
 
     def sync(self) -> None:
         raise OSError(errno.EIO, "Input/output error")
-
-
-def _drive(runtime: Runtime, cart_id: int, deadline: float) -> None:
-    """Take the cart's open steps again and again, as the runner would when each is due."""
-    runtime.pipeline.size_cart(cart_id)
-    while time.monotonic() < deadline:
-        cart = runtime.store.get_cart(cart_id)
-        if cart is None or not cart.status.is_active:
-            return
-        open_ids = [
-            file.id
-            for file in runtime.store.files_of(cart_id)
-            if file.status is not FileStatus.STAGED
-        ]
-        if not open_ids:
-            runtime.pipeline.finish(cart_id)
-            continue
-        runtime.pipeline.advance(open_ids)
-        time.sleep(0.02)
 
 
 def test_a_group_whose_sync_fails_is_pulled_again_and_its_cart_still_made(
@@ -93,7 +75,7 @@ def test_a_group_whose_sync_fails_is_pulled_again_and_its_cart_still_made(
     runtime.pipeline.volume.group_sync = group_sync  # type: ignore[method-assign]
     try:
         cart = runtime.carts.create("synced", json.dumps({"fileids": order}).encode())
-        _drive(runtime, cart.id, time.monotonic() + 30)
+        drive(runtime, cart.id, time.monotonic() + 30, pause=0.02)
         ready = runtime.store.get_cart(cart.id)
         assert ready is not None
         assert ready.status is CartStatus.READY, ready
