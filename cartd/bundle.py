@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import tarfile
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cartd.folders import Entry, Inline, walk
+from cartd.lazy import Computed
 from cartd.segments import Content, FilePath, Later, Layout, Segment, iter_range, length
 
 BLOCK = 512
@@ -119,24 +120,81 @@ _FILE_FIELDS, _AFTER_TIMES_FILE = _fields(folder=False)
 _DIR_FIELDS, _AFTER_TIMES_DIR = _fields(folder=True)
 
 
+class TarMembers(Computed[Member]):
+    """A tar's members in order, held as columns rather than a `Member` each: for a cart
+    of 100,000 files a `Member`, its header's maker and its source path cost about a
+    hundred megabytes, the columns a tenth of it. A `Member` is made when one is asked
+    for. Names are held below the top folder, which they all share."""
+
+    def __init__(self, top: str, sources: Sequence[FilePath]) -> None:
+        self.top = top
+        #: Where the file of each entry (by its index in the walk's entries) is.
+        self.sources = sources
+        self._below: list[str] = []  # each member's name without `top/`; "" for `top`
+        self._sizes = array("q")
+        self._mtimes = array("d")
+        self._entries = array("q")  # a file member's entry index; -1 for any other
+        self._inline: dict[int, bytes] = {}  # an inline member's contents
+        self._extended: dict[int, bytes] = {}  # a header that is not one plain block
+
+    def add(
+        self, name: str, size: int, mtime: float, *, entry: int = -1, data: bytes | None = None
+    ) -> None:
+        """One more member: a folder, an inline file (`data`) or the file of an entry."""
+        index = len(self._below)
+        folder = entry < 0 and data is None
+        header = _header(name, size=size, mtime=mtime, folder=folder)
+        if isinstance(header, bytes):
+            self._extended[index] = header
+        if data is not None:
+            self._inline[index] = data
+        self._below.append(name[len(self.top) + 1 :])
+        self._sizes.append(size)
+        self._mtimes.append(mtime)
+        self._entries.append(entry)
+
+    def __len__(self) -> int:
+        return len(self._below)
+
+    def item(self, index: int) -> Member:
+        below = self._below[index]
+        name = f"{self.top}/{below}" if below else self.top
+        size, mtime, entry = self._sizes[index], self._mtimes[index], self._entries[index]
+        data = self._inline.get(index)
+        folder = entry < 0 and data is None
+        extended = self._extended.get(index)
+        header = (
+            _header(name, size=size, mtime=mtime, folder=folder) if extended is None else extended
+        )
+        source = self.sources[entry] if entry >= 0 else None
+        return Member(name, size, source, header, 0.0 if folder else mtime, data)
+
+
 def layout(
-    top: str, entries: Iterable[Entry], folder_mtime: float, inline: Iterable[Inline] = ()
-) -> list[Member]:
+    top: str,
+    entries: Iterable[Entry],
+    folder_mtime: float,
+    inline: Iterable[Inline] = (),
+    *,
+    sources: Sequence[FilePath] | None = None,
+) -> TarMembers:
     """Members in order (`cartd.folders.walk`): each folder before what it holds, the
-    inline files after the top folder, the files in the order given."""
-    members = []
+    inline files after the top folder, the files in the order given. `sources`, when
+    given, says where each entry's file is (by its index) in place of its `source`: a
+    sequence that makes each path when asked spares a large cart's download holding one
+    for each of its files."""
+    kept: list[FilePath] = []
+    members = TarMembers(top, kept if sources is None else sources)
     for node in walk(top, entries, inline):
         item = node.item
         if item is None:
-            header = _header(node.name, size=0, mtime=folder_mtime, folder=True)
-            members.append(Member(node.name, 0, None, header))
+            members.add(node.name, 0, folder_mtime)
         elif isinstance(item, Inline):
-            size = len(item.data)
-            header = _header(node.name, size=size, mtime=item.mtime, folder=False)
-            members.append(Member(node.name, size, None, header, item.mtime, item.data))
+            members.add(node.name, len(item.data), item.mtime, data=item.data)
         else:
-            header = _header(node.name, size=item.size, mtime=item.mtime, folder=False)
-            members.append(Member(node.name, item.size, item.source, header, item.mtime))
+            if sources is None:
+                kept.append(item.source)
+            members.add(node.name, item.size, item.mtime, entry=node.index)
     return members
 
 
@@ -154,36 +212,85 @@ def member_starts(members: Iterable[Member]) -> list[int]:
     return starts
 
 
-def tar_layout(members: list[Member]) -> Layout:
+def tar_layout(members: Sequence[Member]) -> Layout:
     """The tar as segments, each file's span its member: header, content and padding."""
-    files = [
-        (start, member)
-        for start, member in zip(member_starts(members), members, strict=True)
-        if member.source is not None
-    ]
-    spans = [(start, start + member.length) for start, member in files]
-    contents = array("q", (start + length(member.header) for start, member in files))
-    return Layout(list(_segments(members)), spans, contents)
+    starts, files, position = array("q"), array("q"), 0
+    for index, member in enumerate(members):
+        header = length(member.header)
+        starts.extend((position, position + header, position + header + member.size))
+        position += member.length
+        if member.source is not None:
+            files.append(index)
+    starts.extend((position, position + len(END_OF_ARCHIVE)))
+    return Layout(_TarSegments(members), _Spans(starts, files), _Contents(starts, files), starts)
 
 
 def iter_tar(
-    members: list[Member], chunk_size: int, start: int = 0, end: int | None = None
+    members: Sequence[Member], chunk_size: int, start: int = 0, end: int | None = None
 ) -> Iterator[bytes]:
     """The tar's bytes from `start` up to `end` (default: all of it), as chunks of about
     `chunk_size` (`cartd.segments.iter_range`)."""
-    return iter_range(list(_segments(members)), chunk_size, start, end)
+    return iter_range(_TarSegments(members), chunk_size, start, end)
 
 
-def _segments(members: list[Member]) -> Iterator[Segment]:
-    """The tar in order: headers, contents, padding, the end."""
-    for member in members:
-        yield member.header
+#: Segments of each member: its header, its contents and its padding (the last two
+#: empty for a folder), so that the segments of member `m` are `3m` to `3m + 2`.
+_PARTS = 3
+_ZEROS = bytes(BLOCK)
+
+
+class _TarSegments(Computed[Segment]):
+    """The tar in order, made as it is read: each member's segments, then the end."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self._members = members
+        self._last: tuple[int, Member] | None = None  # its three segments are read in turn
+
+    def __len__(self) -> int:
+        return len(self._members) * _PARTS + 1
+
+    def item(self, index: int) -> Segment:
+        number, part = divmod(index, _PARTS)
+        if number == len(self._members):
+            return END_OF_ARCHIVE
+        member = self._member(number)
+        if part == 0:
+            return member.header
+        if part == 2:
+            return _ZEROS[: padding(member.size)]
         if member.source is not None:
-            yield Content(member.name, member.source, member.size, member.mtime)
-        elif member.data is not None:
-            yield member.data
-        else:
-            continue
-        if padding(member.size):
-            yield b"\0" * padding(member.size)
-    yield END_OF_ARCHIVE
+            return Content(member.name, member.source, member.size, member.mtime)
+        return member.data or b""
+
+    def _member(self, number: int) -> Member:
+        last = self._last
+        if last is None or last[0] != number:
+            last = self._last = (number, self._members[number])
+        return last[1]
+
+
+class _Spans(Computed[tuple[int, int]]):
+    """Each file's span in a tar laid out by `tar_layout`: its member."""
+
+    def __init__(self, starts: array[int], files: array[int]) -> None:
+        self._starts, self._files = starts, files
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def item(self, index: int) -> tuple[int, int]:
+        first = self._files[index] * _PARTS
+        return self._starts[first], self._starts[first + _PARTS]
+
+
+class _Contents(Computed[int]):
+    """Where each file's own bytes begin in a tar laid out by `tar_layout`."""
+
+    def __init__(self, starts: array[int], files: array[int]) -> None:
+        self._starts, self._files = starts, files
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def item(self, index: int) -> int:
+        return self._starts[self._files[index] * _PARTS + 1]

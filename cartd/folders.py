@@ -8,6 +8,7 @@ cart unpacks to the same tree whichever a person asks for.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -103,8 +104,10 @@ def walk(top: str, entries: Iterable[Entry], inline: Iterable[Inline] = ()) -> I
     whatever the paths (`member_path`)."""
     yield Node(top)
     folders = {top}
-    items: list[tuple[int, Entry | Inline]] = [(-1, item) for item in inline]
-    items += enumerate(entries)
+    # Read as they come: the entries of a large cart are made one at a time.
+    items: Iterable[tuple[int, Entry | Inline]] = itertools.chain(
+        ((-1, item) for item in inline), enumerate(entries)
+    )
     for index, item in items:
         parts = member_path(item.path).split("/")
         for depth in range(1, len(parts)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from cartd.status import CartStatus, FileStatus
 
@@ -25,6 +26,18 @@ class CartFile:
     on_disk: bool | None = None
     next_attempt_at: float | None = None  # Unix time the next step is due
     crc32: int | None = None  # of the verified bytes, once known
+
+
+class DownloadRow(NamedTuple):
+    """What a download's layout and tag need of a file, read a page at a time: a cart of
+    100,000 files is then never held as as many `CartFile`s."""
+
+    id: int
+    path: str
+    size: int | None
+    mtime: float | None
+    hashtype: str
+    hashsum: str
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,11 @@ class Layout:
     (`cartd.service.live`). None where a header waits for the whole file (a zip's CRC).
     """
 
-    segments: list[Segment]
-    spans: list[tuple[int, int]]
+    segments: Sequence[Segment]
+    spans: Sequence[tuple[int, int]]
     contents: Sequence[int] | None = None
+    #: `starts`, when the maker of the layout knows them without a walk of its segments.
+    known_starts: array[int] | None = None
 
     @property
     def size(self) -> int:
@@ -84,6 +86,8 @@ class Layout:
     def starts(self) -> array[int]:
         """Where each segment begins, and (last) where the layout ends: 8 bytes each
         rather than a list's 40, for the few segments of each of 100,000 files."""
+        if self.known_starts is not None:
+            return self.known_starts
         return array("q", itertools.accumulate(map(length, self.segments), initial=0))
 
     def range(self, chunk_size: int, start: int, end: int) -> Iterator[bytes]:

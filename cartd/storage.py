@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from cartd.lazy import Computed
 from cartd.libc import filesystem_type, sync_filesystem
 from cartd.segments import FilePath
 
@@ -39,10 +40,11 @@ class Volume:
     def file_path(self, cart_id: int, file_id: int) -> Path:
         return Path(self.file_name(cart_id, file_id))
 
-    def file_paths(self, cart_id: int, file_ids: Sequence[int]) -> list[str]:
-        """`file_path` of many files of a cart, as strings: a download's layout holds one
-        for each of its files, and a `Path` costs several times a string's memory."""
-        return [self.file_name(cart_id, file_id) for file_id in file_ids]
+    def file_names(self, cart_id: int, file_ids: Sequence[int]) -> FileNames:
+        """`file_name` of many files of a cart, each made when asked for: a download's
+        layout needs one for each of its files, and holding 100,000 of them costs ten
+        megabytes."""
+        return FileNames(self, cart_id, file_ids)
 
     def file_name(self, cart_id: int, file_id: int) -> str:
         """`file_path` as a string: a pull's own steps use it, a `Path` made for every
@@ -167,6 +169,19 @@ class _PullNames:
 
 
 _pulls = _PullNames()
+
+
+class FileNames(Computed[str]):
+    """`Volume.file_name` of a cart's files, by their index in `file_ids`."""
+
+    def __init__(self, volume: Volume, cart_id: int, file_ids: Sequence[int]) -> None:
+        self._volume, self._cart_id, self._file_ids = volume, cart_id, file_ids
+
+    def __len__(self) -> int:
+        return len(self._file_ids)
+
+    def item(self, index: int) -> str:
+        return self._volume.file_name(self._cart_id, self._file_ids[index])
 
 
 class VolumeSync:

@@ -35,7 +35,7 @@ from sqlalchemy.sql import ColumnElement, Select, Update
 
 from cartd.db.engine import Writer
 from cartd.db.models import CallbackEventRow, CartRow, FileRow
-from cartd.records import Cart, CartFile, Progress, StuckCart, Verified
+from cartd.records import Cart, CartFile, DownloadRow, Progress, StuckCart, Verified
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
@@ -440,6 +440,33 @@ class CartStore:
                 select(files).where(files.c.cart_id == cart_id).order_by(files.c.id)
             )
             return [_file(row) for row in rows]
+
+    def file_rows(self, cart_id: int, page: int = 4096) -> Iterator[DownloadRow]:
+        """The cart's files in its order as narrow rows, read `page` at a time, each page
+        in a statement of its own (no connection is held between them)."""
+        after = 0
+        while True:
+            with self._reading() as connection:
+                rows = [
+                    DownloadRow(*row)
+                    for row in connection.execute(
+                        select(
+                            files.c.id,
+                            files.c.path,
+                            files.c.size,
+                            files.c.mtime,
+                            files.c.hashtype,
+                            files.c.hashsum,
+                        )
+                        .where(files.c.cart_id == cart_id, files.c.id > after)
+                        .order_by(files.c.id)
+                        .limit(page)
+                    )
+                ]
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].id
 
     def open_file_ids(self, cart_id: int) -> list[int]:
         """The ids of the cart's files still waiting or staging, in its order: a new cart's

@@ -8,11 +8,11 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from cartd.bundle import LAYOUT_VERSION
 from cartd.db.store import CartStore
@@ -37,14 +37,14 @@ from cartd.schemas import (
     validate_download_name,
     validate_uid,
 )
-from cartd.segments import MTIME_TOLERANCE, Layout, iter_range, read_checked, unchanged
+from cartd.segments import MTIME_TOLERANCE, Layout, read_checked, unchanged
 from cartd.service.changes import CartWatcher
 from cartd.service.cleanup import discard
 from cartd.service.counts import ProgressCounts
 from cartd.service.crcs import Crcs
-from cartd.service.layout import cart_layout
+from cartd.service.layout import FileColumns, LaidFile, cart_layout
 from cartd.service.leases import DownloadLeases, Lease
-from cartd.service.live import Announced, Pause, announce, live_pieces
+from cartd.service.live import Announcements, Pause, announce, live_pieces
 from cartd.service.manifest import MANIFEST_VERSION, manifests
 from cartd.status import CartStatus
 from cartd.storage import Volume
@@ -97,7 +97,7 @@ class Download:
     layout: Layout
     chunk_size: int
     #: For a cart still being made: its files as the headers announce them.
-    announced: list[Announced] = field(default_factory=list)
+    announced: Announcements | None = None
     live: bool = False
     shape: Shape = TAR
 
@@ -112,7 +112,7 @@ class Download:
         """The tar's bytes from `start` up to `end` (default: to its end)."""
         end = self.size if end is None else end
         if self.bundle_path is None:
-            yield from iter_range(self.layout.segments, self.chunk_size, start, end)
+            yield from self.layout.range(self.chunk_size, start, end)
             return
         yield from read_checked(
             self.bundle_path,
@@ -125,7 +125,7 @@ class Download:
 
 
 def content_tag(
-    cart: Cart, files: list[CartFile], top: str, size: int, variant: Sequence[str] = ()
+    cart: Cart, files: Iterable[LaidFile], top: str, size: int, variant: Sequence[str] = ()
 ) -> str:
     """A strong validator derived from what the download's bytes are made of: the layout,
     the top folder, the cart's creation (its folders' time), and each file's path, size,
@@ -324,43 +324,60 @@ class CartService:
         # download can be resumed.
         default = default_download_name(cart.created_at, shape.packing)
         name, top = download_name(filename, default, shape.packing)
-        files = self.store.files_of(cart.id)
         if cart.bundle:
             top = cart.uid  # the bundle's, written once for every name
-        inline = manifests(files, cart.created_at.timestamp()) if shape.manifests else []
+        # The plain tar is laid out from narrow rows read a page at a time, and its tag
+        # hashed from a second reading of them: a cart of 100,000 files is never held as
+        # whole rows. A zip's CRCs and the manifests need the whole rows.
+        whole = None if shape == TAR else self.store.files_of(cart.id)
+
+        def files() -> Iterable[LaidFile]:
+            return self.store.file_rows(cart.id) if whole is None else whole
+
+        inline = manifests(whole, cart.created_at.timestamp()) if whole and shape.manifests else []
         if cart.status is not CartStatus.READY:
-            return self._live(cart, files, name, top, shape, inline)
+            return self._live(cart, files, name, top, shape, inline, whole)
         # The bundle is the plain tar: any other shape is made from the files.
-        from_bundle = cart.bundle and shape == TAR
-        if self._repair(cart, files, from_files=not from_bundle):
-            if self.store.latest_cart(uid) is None:
-                raise CartNotFound(f"No cart with uid {uid} found")  # deleted meanwhile
-            raise CartNotReady("The cart is not ready for download.")
-        if from_bundle:
+        if cart.bundle and shape == TAR:
+            if self._repair(cart):
+                self._not_ready(uid)
             path = self.volume.bundle_path(cart.id)
             size = cart.bundle_size or 0
-            tag = content_tag(cart, files, top, size)
+            tag = content_tag(cart, files(), top, size)
             return Download(cart, name, size, tag, path, Layout([], []), self.chunk_size)
-        layout = self._layout(cart, files, top, shape, inline, being_made=False)
-        tag = content_tag(cart, files, top, layout.size, shape.variant)
+        columns = FileColumns()
+        layout = self._layout(cart, files(), top, shape, inline, whole, columns, being_made=False)
+        if self._repair(cart, columns, from_files=True):
+            self._not_ready(uid)
+        tag = content_tag(cart, files(), top, layout.size, shape.variant)
         return Download(cart, name, layout.size, tag, None, layout, self.chunk_size, shape=shape)
+
+    def _not_ready(self, uid: str) -> NoReturn:
+        """A ready cart found damaged and sent back to staging (or deleted meanwhile)."""
+        if self.store.latest_cart(uid) is None:
+            raise CartNotFound(f"No cart with uid {uid} found")
+        raise CartNotReady("The cart is not ready for download.")
 
     def _live(
         self,
         cart: Cart,
-        files: list[CartFile],
+        files: Callable[[], Iterable[LaidFile]],
         name: str,
         top: str,
         shape: Shape,
         inline: list[Inline],
+        whole: list[CartFile] | None,
     ) -> Download:
         """The download of a cart being made: what it will be once ready (for a bundled
         cart's plain tar, its bundle's bytes), read from its files as they are verified."""
-        if cart.reserved_bytes is None or any(file.size is None for file in files):
+        if cart.reserved_bytes is None:
             raise CartNotReady("The cart is not ready for download.")
-        layout = self._layout(cart, files, top, shape, inline, being_made=True)
-        tag = content_tag(cart, files, top, layout.size, shape.variant)
-        announced = announce(layout, files)
+        columns = FileColumns()
+        layout = self._layout(cart, files(), top, shape, inline, whole, columns, being_made=True)
+        if columns.unsized:
+            raise CartNotReady("The cart is not ready for download.")
+        tag = content_tag(cart, files(), top, layout.size, shape.variant)
+        announced = announce(layout, columns)
         return Download(
             cart, name, layout.size, tag, None, layout, self.chunk_size, announced, True, shape
         )
@@ -368,20 +385,29 @@ class CartService:
     def _layout(
         self,
         cart: Cart,
-        files: list[CartFile],
+        files: Iterable[LaidFile],
         top: str,
         shape: Shape,
         inline: list[Inline],
+        whole: list[CartFile] | None,
+        columns: FileColumns,
         *,
         being_made: bool,
     ) -> Layout:
-        crcs = Crcs(self.store, self.volume, files, self.chunk_size, being_made=being_made)
+        crcs = Crcs(self.store, self.volume, whole or [], self.chunk_size, being_made=being_made)
         return cart_layout(
-            cart, files, self.volume, top, packing=shape.packing, inline=inline, crc_of=crcs
+            cart,
+            files,
+            self.volume,
+            top,
+            packing=shape.packing,
+            inline=inline,
+            crc_of=crcs,
+            columns=columns,
         )
 
     def _repair(
-        self, cart: Cart, files: list[CartFile] | None = None, *, from_files: bool = False
+        self, cart: Cart, files: FileColumns | None = None, *, from_files: bool = False
     ) -> bool:
         """Check a ready cart's copy on the volume; send what is no longer the verified
         bytes back to staging. True when the cart cannot be served as it stands.
@@ -391,7 +417,6 @@ class CartService:
         is bad and must be remade from them. Each check is a `stat`: size and
         modification time as recorded when verified (an in-place write changes the latter).
         """
-        files = self.store.files_of(cart.id) if files is None else files
         bundle_bad = False
         if cart.bundle:
             try:
@@ -400,7 +425,13 @@ class CartService:
                 bundle_bad = True
             if not bundle_bad and not from_files:
                 return False
-        bad = [file.id for file in files if not self._intact(cart, file)]
+        if files is None:
+            files = FileColumns.of(self.store.file_rows(cart.id))
+        bad = [
+            file_id
+            for file_id, size, mtime in zip(files.ids, files.sizes, files.mtimes, strict=True)
+            if not self._intact(cart.id, file_id, size, mtime)
+        ]
         if not bad and not bundle_bad:
             return False
         if not self.store.restage(cart.id, bad):
@@ -420,12 +451,12 @@ class CartService:
             self.runner.submit_finish(cart.id)  # the files are sound: remake the bundle
         return True
 
-    def _intact(self, cart: Cart, file: CartFile) -> bool:
+    def _intact(self, cart_id: int, file_id: int, size: int, mtime: float) -> bool:
         try:
-            stat = self.volume.file_path(cart.id, file.id).stat()
+            stat = os.stat(self.volume.file_name(cart_id, file_id))
         except FileNotFoundError:
             return False
-        return unchanged(stat, file.size or 0, file.mtime or 0.0)
+        return unchanged(stat, size, mtime)
 
     def _damaged(self, download: Download) -> None:
         """A download was cut because a file changed under it: repair the cart."""
@@ -449,6 +480,7 @@ class CartService:
         pauses meanwhile (see `cartd.service.live`). The lease, renewed at every look,
         keeps the cart from eviction once it is ready and the stream not yet done."""
         assert download.live
+        assert download.announced is not None
         cart_id = download.cart.id
         lease = self.leases.begin(cart_id)
         pieces = live_pieces(

@@ -28,15 +28,17 @@ stops the stream (`DownloadCut`): the client sees a body shorter than its
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 from cartd.db.store import CartStore
 from cartd.errors import DownloadCut
-from cartd.records import CartFile
+from cartd.lazy import Computed
 from cartd.segments import Layout, unchanged
 from cartd.service.backoff import Backoff
+from cartd.service.layout import FileColumns
 from cartd.status import CartStatus, FileStatus
 from cartd.storage import Volume
 
@@ -75,7 +77,6 @@ class Announced:
     the layout), and what its header says of it."""
 
     file_id: int
-    archive_id: str
     start: int  # the first byte that depends on it: its header's
     end: int  # the first byte after the last that does
     size: int
@@ -85,14 +86,44 @@ class Announced:
     content: int | None = None
 
 
-def announce(layout: Layout, files: Sequence[CartFile]) -> list[Announced]:
+class Announcements(Computed[Announced]):
+    """The files of a layout in their order, each made when asked for (a download of a
+    cart of 100,000 files reads them one after another): `files[first:stop]`."""
+
+    def __init__(self, layout: Layout, files: FileColumns, first: int = 0, stop: int = -1) -> None:
+        self.layout, self.files = layout, files
+        self.first, self.stop = first, len(files) if stop < 0 else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.first
+
+    def item(self, index: int) -> Announced:
+        at = self.first + index
+        start, end = self.layout.spans[at]
+        content = None if self.layout.contents is None else self.layout.contents[at]
+        files = self.files
+        return Announced(files.ids[at], start, end, files.sizes[at], files.mtimes[at], content)
+
+    def touched(self, start: int, end: int) -> Announcements:
+        """Those whose bytes the range from `start` to `end` touches (spans are in order)."""
+        spans = self.layout.spans
+        first = bisect.bisect_right(
+            range(self.first, self.stop), start, key=lambda at: spans[at][1]
+        )
+        stop = bisect.bisect_left(range(self.first, self.stop), end, key=lambda at: spans[at][0])
+        return Announcements(
+            self.layout, self.files, self.first + first, self.first + max(first, stop)
+        )
+
+    def after(self, count: int) -> Announcements:
+        """Those after the first `count`."""
+        return Announcements(self.layout, self.files, min(self.first + count, self.stop), self.stop)
+
+
+def announce(layout: Layout, files: FileColumns) -> Announcements:
     """The files of a layout made from `files` (in their order), with their spans in it."""
     assert len(layout.spans) == len(files), "one file member per file, in order"
-    contents: Sequence[int | None] = layout.contents or [None] * len(files)
-    return [
-        Announced(file.id, file.archive_id, start, end, file.size or 0, file.mtime or 0.0, content)
-        for file, (start, end), content in zip(files, layout.spans, contents, strict=True)
-    ]
+    return Announcements(layout, files)
 
 
 def live_pieces(
@@ -100,7 +131,7 @@ def live_pieces(
     volume: Volume,
     cart_id: int,
     layout: Layout,
-    announced: Sequence[Announced],
+    announced: Announcements,
     chunk_size: int,
     start: int,
     end: int,
@@ -111,7 +142,7 @@ def live_pieces(
     announced (with `early`, a tar member's while it is pulled, but for its last bytes),
     and pauses while waiting. Only the files the range touches are waited for. Raises
     `DownloadCut` (and `SourceChanged` from the reads)."""
-    needed = [file for file in announced if file.end > start and file.start < end]
+    needed = announced.touched(start, end)
     progress = _Progress(store, volume, cart_id, needed)
     position, waits = start, 0
     try:
@@ -149,7 +180,7 @@ class _Progress:
     as announced, and the pull it reads of the next one."""
 
     def __init__(
-        self, store: CartStore, volume: Volume, cart_id: int, needed: Sequence[Announced]
+        self, store: CartStore, volume: Volume, cart_id: int, needed: Announcements
     ) -> None:
         self.store, self.volume, self.cart_id, self.needed = store, volume, cart_id, needed
         self.done = 0  # of `needed`, those known verified as announced
@@ -172,7 +203,7 @@ class _Progress:
         ):
             found += 1
         if not found and self.waited >= POLL.delay(self.looks):
-            found = _verified_next(self.store, self.cart_id, self.needed[self.done :])
+            found = _verified_next(self.store, self.cart_id, self.needed.after(self.done))
             self.looks, self.waited = (0 if found else self.looks + 1), 0.0
         for _ in range(found):
             self._confirm(self.needed[self.done])
@@ -197,8 +228,9 @@ class _Progress:
         with pull:
             if pull.sent and not pull.is_copy_of(self.volume.file_name(self.cart_id, want.file_id)):
                 raise DownloadCut(
-                    f"file {want.archive_id} was pulled again after part of it was sent, and"
-                    " the bytes differ: download the cart again from its start"
+                    f"file {_archive_id(self.store, self.cart_id, want.file_id)} was pulled"
+                    " again after part of it was sent, and the bytes differ: download the"
+                    " cart again from its start"
                 )
 
     def pulled(
@@ -287,6 +319,12 @@ class _Pull:
         self.close()
 
 
+def _archive_id(store: CartStore, cart_id: int, file_id: int) -> str:
+    """A file's id in the archive, for a message (the download holds only its own id)."""
+    rows = store.files_from(cart_id, file_id, 1)
+    return rows[0].archive_id if rows else f"#{file_id}"
+
+
 def _verified_next(store: CartStore, cart_id: int, waiting: Sequence[Announced]) -> int:
     """How many of `waiting`, from the first, are verified as announced; raises
     `DownloadCut` for a cart that failed or went, or a file verified otherwise."""
@@ -305,7 +343,7 @@ def _verified_next(store: CartStore, cart_id: int, waiting: Sequence[Announced])
             break
         if row.size != want.size or int(row.mtime or 0.0) != int(want.mtime):
             raise DownloadCut(
-                f"file {want.archive_id} was verified at {row.size} bytes, modified at"
+                f"file {row.archive_id} was verified at {row.size} bytes, modified at"
                 f" {int(row.mtime or 0.0)}, not as the download announced it"
                 f" ({want.size} bytes, {int(want.mtime)})"
             )

@@ -854,7 +854,7 @@ class Pipeline:
             self._ended()
 
     def _write_bundle(self, cart: Cart) -> int:
-        members = cart_members(cart, self.store.files_of(cart.id), self.volume, top=cart.uid)
+        members = cart_members(cart, self.store.file_rows(cart.id), self.volume, top=cart.uid)
         final = self.volume.bundle_path(cart.id)
         partial = final.with_suffix(".tar.partial")
         size = tar_size(members)

@@ -9,6 +9,7 @@ import itertools
 import os
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from cartd.records import Cart, CartFile, Verified
 from cartd.schemas import FileOrder, Packing
 from cartd.segments import Layout, iter_range
 from cartd.service.crcs import Crcs
-from cartd.service.layout import cart_layout, cart_members
+from cartd.service.layout import FileColumns, cart_layout, cart_members
 from cartd.service.live import (
     HOLD_BACK,
     POLL,
     TAIL,
-    Announced,
+    Announcements,
     Pause,
     Pieces,
     announce,
@@ -48,8 +49,8 @@ class Being:
     volume: Volume
     cart: Cart
     files: list[CartFile]
-    members: list[Member]
-    announced: list[Announced]
+    members: Sequence[Member]
+    announced: Announcements
 
     def verify(self, index: int, size: int | None = None, mtime: float = MTIME) -> None:
         """Put file `index` in place and record it verified (at `size`, `mtime`)."""
@@ -109,7 +110,9 @@ def being(store: CartStore, tmp_path: Path) -> Being:
     files = store.files_of(cart.id)
     volume = Volume(tmp_path / "volume")
     members = cart_members(cart, files, volume, top="data")
-    return Being(store, volume, cart, files, members, announce(tar_layout(members), files))
+    return Being(
+        store, volume, cart, files, members, announce(tar_layout(members), FileColumns.of(files))
+    )
 
 
 def take(pieces: Pieces) -> tuple[bytes, bool]:
@@ -193,7 +196,9 @@ def test_a_file_verified_other_than_announced_cuts_before_its_header(
     pieces = being.pieces()
     before, _ = take(pieces)
     being.verify(0, **other)
-    with pytest.raises(DownloadCut, match="not as the download announced"):
+    with pytest.raises(
+        DownloadCut, match=r"file id0 was verified .* not as the download announced"
+    ):
         settle(pieces)
     assert len(before) == being.announced[0].start, "not a byte of its header was sent"
 
@@ -274,7 +279,7 @@ def test_a_file_pulled_again_after_part_of_it_was_sent_is_checked_against_what_w
         assert not paused
         assert before + sent + rest == whole_tar(being)
     else:
-        with pytest.raises(DownloadCut, match="pulled again"):
+        with pytest.raises(DownloadCut, match="file id2 was pulled again"):
             settle(pieces)
 
 
@@ -321,7 +326,7 @@ def test_a_zip_sends_each_header_once_its_file_is_verified_and_its_directory_las
     """A file's local header holds its CRC-32 (learned from its row once verified, here
     from its bytes: the row has none); the central directory holds every file's."""
     live = zip_of(being, being_made=True)
-    announced = announce(live, being.files)
+    announced = announce(live, FileColumns.of(being.files))
     pieces = live_pieces(
         being.store, being.volume, being.cart.id, live, announced, 1024, 0, live.size
     )

@@ -25,7 +25,7 @@ def test_two_pulls_of_one_file_write_apart_and_a_ready_cart_keeps_no_partial(
 def test_the_string_paths_of_the_hot_path_are_the_paths(tmp_path: Path) -> None:
     volume = Volume(tmp_path / "volume")
     assert volume.file_name(7, 42) == os.fspath(volume.file_path(7, 42))
-    assert volume.file_paths(7, [1, 42]) == [volume.file_name(7, 1), volume.file_name(7, 42)]
+    assert list(volume.file_names(7, [1, 42])) == [volume.file_name(7, 1), volume.file_name(7, 42)]
     pull = volume.partial_name(7, 42)
     assert os.path.dirname(pull) == os.fspath(volume.cart_dir(7) / "partial")
     with DurableFile(pull) as out:  # makes the folder of a cart's first pull
