@@ -119,3 +119,19 @@ def test_a_queued_step_submitted_again_sooner_runs_at_the_sooner_time() -> None:
         time.sleep(0.01)
     runner.stop()
     assert pipeline.steps() == [9]
+
+
+def test_a_step_submitted_again_while_due_runs_once() -> None:
+    pipeline = RecordingPipeline()
+    runner = EmbeddedRunner(cast(Pipeline, pipeline), cast(Any, EmptyStore()), cast(Any, None), 1)
+    runner.submit_files([1, 2])
+    runner.submit_file(1)
+    runner.submit_file(2, delay=60)  # a later time changes nothing
+    runner.submit_files([3])
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(pipeline.steps()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    runner.stop()
+    assert pipeline.steps() == [1, 2, 3]
