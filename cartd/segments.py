@@ -4,7 +4,7 @@ verified files' contents.
 
 Every segment's length is known before a byte is sent, so the download's exact length
 is, and any byte range is produced reading only the files it covers. The tar
-(`cartd.bundle`) and the zip (`cartd.zip_layout`) are each a list of segments; this
+(`cartd.bundle`) and the zip (`cartd.zip_layout`) are each a sequence of segments; this
 module is what they share: the range logic and the checked reads of the volume's files.
 """
 
