@@ -8,8 +8,8 @@ queue from it, and a sweep every few seconds picks up work this process was
 not told about (a `cartd fixit` run from a shell, another API process).
 
 File steps due at once (a new cart's files, all of them at its start) wait in a lane
-of their own, a file id each, rather than in the timed queue: a step there costs
-about 240 bytes, and a cart of 100,000 files queued 24 MB.
+of their own, a file id each, rather than in the timed queue, where a step costs
+about 240 bytes: a cart of 100,000 files queued 24 MB there.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from cartd.db.store import CartStore
 from cartd.service.pipeline import Pipeline
@@ -36,14 +35,6 @@ Task = tuple[Kind, int]
 #: transaction; a worker takes no more than its share of the due steps, so files of a
 #: small cart are still pulled side by side.
 MAX_BATCH = 64
-
-
-@dataclass
-class _Run:
-    """File steps submitted to run now, in their order; due since the first was."""
-
-    due: float
-    file_ids: deque[int] = field(default_factory=deque)
 
 
 class EmbeddedRunner:
@@ -64,9 +55,11 @@ class EmbeddedRunner:
         #: When each queued task is due. An entry of the heap whose time is not this one
         #: was superseded by an earlier one (see `_push`) and is dropped when met.
         self._queued: dict[Task, float] = {}
-        #: File steps due now, outside the timed queue (a step is in one or the other).
-        self._lane: deque[_Run] = deque()
+        #: File steps due now, outside the timed queue (a step is in one or the other),
+        #: in their order; due since the first was queued into the empty lane.
+        self._lane: deque[int] = deque()
         self._in_lane: set[int] = set()
+        self._lane_since = 0.0
         self._running: set[Task] = set()
         self._rerun: set[Task] = set()  # submitted again while running: run once more
         self._order = itertools.count()
@@ -103,8 +96,8 @@ class EmbeddedRunner:
             if kind == "file" and delay <= 0:
                 self._queued.pop(task, None)  # its entry for later is superseded
                 if not self._lane:
-                    self._lane.append(_Run(due))
-                self._lane[-1].file_ids.append(ident)
+                    self._lane_since = due
+                self._lane.append(ident)
                 self._in_lane.add(ident)
                 self._cond.notify()
                 return
@@ -192,25 +185,19 @@ class EmbeddedRunner:
                     while len(tasks) < share and (task := self._pop_file(now)) is not None:
                         tasks.append(task)
                     return tasks
-                if self._queue and self._queue[0][0] <= now:
-                    return [self._pop()]
-                wait = self._queue[0][0] - now if self._queue else None
-                self._cond.wait(wait)
+                self._cond.wait(self._queue[0][0] - now if self._queue else None)
             return []
 
     def _lane_due(self, otherwise: float) -> float:
-        return self._lane[0].due if self._lane else otherwise
+        return self._lane_since if self._lane else otherwise
 
     def _pop_file(self, now: float) -> Task | None:
         """The earliest due file step, from the lane or the timed queue, or None (when
         a step of another kind comes first)."""
         self._drop_superseded()
         head = self._queue[0] if self._queue else None
-        if self._lane and (head is None or self._lane[0].due < head[0] or head[0] > now):
-            run = self._lane[0]
-            file_id = run.file_ids.popleft()
-            if not run.file_ids:
-                self._lane.popleft()
+        if self._lane and (head is None or self._lane_since < head[0] or head[0] > now):
+            file_id = self._lane.popleft()
             self._in_lane.discard(file_id)
             task: Task = ("file", file_id)
             self._running.add(task)
