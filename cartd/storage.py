@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cartd.lazy import Computed
 from cartd.libc import filesystem_type, sync_filesystem
-from cartd.segments import FilePath
+from cartd.segments import FilePath, unchanged
 
 
 class Volume:
@@ -50,6 +50,15 @@ class Volume:
         """`file_path` as a string: a pull's own steps use it, a `Path` made for every
         file of a 100,000-file cart costing more than the rest of a small file's step."""
         return os.path.join(self._carts, str(cart_id), "files", str(file_id))
+
+    def holds(self, cart_id: int, file_id: int, size: int, mtime: float) -> bool:
+        """Whether the file's verified copy is in place, still as it was verified at `size`
+        bytes modified at `mtime` (`cartd.segments.unchanged`): one `stat`."""
+        try:
+            stat = os.stat(self.file_name(cart_id, file_id))
+        except FileNotFoundError:
+            return False
+        return unchanged(stat, size, mtime)
 
     def partial_name(self, cart_id: int, file_id: int) -> str:
         """`partial_path` as a string (see `file_name`); its folder is made by the first

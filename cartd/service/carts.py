@@ -37,7 +37,7 @@ from cartd.schemas import (
     validate_download_name,
     validate_uid,
 )
-from cartd.segments import MTIME_TOLERANCE, Layout, read_checked, unchanged
+from cartd.segments import MTIME_TOLERANCE, Layout, read_checked
 from cartd.service.changes import CartWatcher
 from cartd.service.cleanup import discard
 from cartd.service.counts import ProgressCounts
@@ -430,7 +430,7 @@ class CartService:
         bad = [
             file_id
             for file_id, size, mtime in zip(files.ids, files.sizes, files.mtimes, strict=True)
-            if not self._intact(cart.id, file_id, size, mtime)
+            if not self.volume.holds(cart.id, file_id, size, mtime)
         ]
         if not bad and not bundle_bad:
             return False
@@ -450,13 +450,6 @@ class CartService:
         if not bad:
             self.runner.submit_finish(cart.id)  # the files are sound: remake the bundle
         return True
-
-    def _intact(self, cart_id: int, file_id: int, size: int, mtime: float) -> bool:
-        try:
-            stat = os.stat(self.volume.file_name(cart_id, file_id))
-        except FileNotFoundError:
-            return False
-        return unchanged(stat, size, mtime)
 
     def _damaged(self, download: Download) -> None:
         """A download was cut because a file changed under it: repair the cart."""

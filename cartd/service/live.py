@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from cartd.db.store import CartStore
 from cartd.errors import DownloadCut
 from cartd.lazy import Computed
-from cartd.segments import Layout, unchanged
+from cartd.segments import Layout
 from cartd.service.backoff import Backoff
 from cartd.service.layout import FileColumns
 from cartd.status import CartStatus, FileStatus
@@ -213,11 +213,7 @@ class _Progress:
     def _in_place(self, want: Announced) -> bool:
         if want.content is None:
             return False  # a zip header's CRC is the database's: it is told there
-        try:
-            stat = os.stat(self.volume.file_name(self.cart_id, want.file_id))
-        except FileNotFoundError:
-            return False
-        return unchanged(stat, want.size, want.mtime)
+        return self.volume.holds(self.cart_id, want.file_id, want.size, want.mtime)
 
     def _confirm(self, want: Announced) -> None:
         """A file is verified: the bytes already sent of it while it was pulled must be
