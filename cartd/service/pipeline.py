@@ -844,7 +844,9 @@ class Pipeline:
             try:
                 bundle_size = self._write_bundle(cart)
             except OSError as exc:
-                if not self._cart_gone(cart_id) and self.store.move_cart(
+                if self._cart_gone(cart_id):
+                    self._left_behind(cart_id)
+                elif self.store.move_cart(
                     cart_id, CartStatus.ERROR, error=f"cannot write the bundle: {_reason(exc)}"
                 ):
                     self._ended()
@@ -852,6 +854,10 @@ class Pipeline:
         if self.store.move_cart(cart_id, CartStatus.READY, bundle_size=bundle_size):
             _log(cart).info("ready")
             self._ended()
+        else:
+            # Deleted while its bundle was written: the DELETE may have emptied the volume
+            # before the bundle's first byte, and writing it made the cart's folder again.
+            self._left_behind(cart_id)
 
     def _write_bundle(self, cart: Cart) -> int:
         members = cart_members(cart, self.store.file_rows(cart.id), self.volume, top=cart.uid)
