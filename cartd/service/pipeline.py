@@ -61,7 +61,9 @@ log = logging.getLogger(__name__)
 
 _OPEN = tuple(status for status in FileStatus if status.is_open)
 #: A cart with more files than this is sized ahead of its pulls (`Pipeline.size_cart`):
-#: fewer are all sized by the first batches of their steps anyway.
+#: fewer are all sized by the first batches of their steps anyway (the embedded runner's
+#: first round shares a cart's files among its workers, up to 64 each: 256 with the
+#: default 4 workers).
 SIZE_AHEAD_FROM = 256
 #: Files sized by each step that sizes ahead, and by the cart's first step.
 SIZE_AHEAD_CHUNK = 512

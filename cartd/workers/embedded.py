@@ -180,7 +180,12 @@ class EmbeddedRunner:
                 due = len(self._in_lane) + self._due_count(now, MAX_BATCH * self.workers)
                 first = self._pop_file(now)
                 if first is not None:
-                    share = min(-(-due // self.workers), MAX_BATCH)
+                    # A share of all the file steps due or under way, so that the first
+                    # batches of a new cart take every one of its files (up to `MAX_BATCH`
+                    # each): each batch sizes its files first, and a download waiting for
+                    # the cart's length has it once the first round has sized them.
+                    running = sum(1 for kind, _ in self._running if kind == "file")
+                    share = min(-(-(due + running - 1) // self.workers), MAX_BATCH)
                     tasks = [first]
                     while len(tasks) < share and (task := self._pop_file(now)) is not None:
                         tasks.append(task)

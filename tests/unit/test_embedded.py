@@ -69,6 +69,40 @@ def test_due_file_steps_are_shared_out_in_batches_of_at_most_a_workers_share() -
     assert len(pipeline.batches) >= 4
 
 
+class HoldingPipeline(RecordingPipeline):
+    """Keeps every batch under way until `release`: the first round of batches stays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+
+    def advance(self, file_ids: Sequence[int]) -> Advanced:
+        advanced = super().advance(file_ids)
+        self.released.wait(10)
+        return advanced
+
+
+def test_the_first_round_of_batches_takes_every_file_of_a_new_cart() -> None:
+    """Each batch sizes its files before it pulls them: a file left for a later round
+    would keep the cart's length (what a waiting download needs) unknown until a batch
+    of the first round has pulled all of its own."""
+    pipeline = HoldingPipeline()
+    runner = EmbeddedRunner(cast(Pipeline, pipeline), cast(Any, EmptyStore()), cast(Any, None), 4)
+    runner.submit_files(range(100))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(pipeline.steps()) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pipeline.lock:
+            first_round = [list(batch) for batch in pipeline.batches]
+    finally:
+        pipeline.released.set()
+        runner.stop()
+    assert sorted(len(batch) for batch in first_round) == [25, 25, 25, 25]
+    assert sorted(step for batch in first_round for step in batch) == list(range(100))
+
+
 def test_a_lone_due_step_is_not_held_back_for_a_batch() -> None:
     pipeline = RecordingPipeline()
     run(pipeline, workers=4, submit=[7], expect=1)
