@@ -49,7 +49,7 @@ class Volume:
     def file_name(self, cart_id: int, file_id: int) -> str:
         """`file_path` as a string: a pull's own steps use it, a `Path` made for every
         file of a 100,000-file cart costing more than the rest of a small file's step."""
-        return os.path.join(self._carts, str(cart_id), "files", str(file_id))
+        return f"{self._carts}/{cart_id}/files/{file_id}"  # a third of `os.path.join`'s CPU
 
     def holds(self, cart_id: int, file_id: int, size: int, mtime: float) -> bool:
         """Whether the file's verified copy is in place, still as it was verified at `size`

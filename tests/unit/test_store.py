@@ -50,3 +50,21 @@ def test_a_group_moves_only_the_files_of_carts_still_being_made(store: CartStore
     deleted = store.get_cart(gone)
     assert deleted is not None
     assert deleted.status is CartStatus.DELETED
+
+
+def test_a_batch_spanning_carts_loads_each_file_with_its_own_cart(store: CartStore) -> None:
+    one, one_ids = _cart(store, "one", 2)
+    other, other_ids = _cart(store, "other", 1)
+    store.delete_uid("other")
+    loaded = store.load_steps([*one_ids, *other_ids, 10**9])
+    assert sorted(loaded) == sorted([*one_ids, *other_ids]), "an unknown id is left out"
+    assert {file_id: cart.id for file_id, (_, cart) in loaded.items()} == {
+        one_ids[0]: one,
+        one_ids[1]: one,
+        other_ids[0]: other,
+    }
+    assert loaded[other_ids[0]][1].status is CartStatus.DELETED
+    first, _ = loaded[one_ids[0]]
+    assert (first.archive_id, first.path, first.status) == ("one0", "one/0", FileStatus.WAITING)
+    store.forget(other)
+    assert sorted(store.load_steps([*one_ids, *other_ids])) == sorted(one_ids)
