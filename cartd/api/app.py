@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from cartd.api import events, watching
+from cartd.api.cuts import quiet_purposeful_cuts
 from cartd.api.routes import router
 from cartd.api.views import error_body
 from cartd.config import Settings
@@ -92,6 +93,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         finally:
             built.close()
 
+    quiet_purposeful_cuts()
     app = FastAPI(
         title="cartd",
         summary="Data carts for scientific archives; compatible with Pacifica Cartd.",

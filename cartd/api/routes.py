@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
+from cartd.api.cuts import mark_cut
 from cartd.api.headers import (
     content_disposition,
     header_text,
@@ -68,6 +69,7 @@ class _DownloadResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         except* (SourceChanged, DownloadCut) as cut:
             log.warning("download of %s cut: %s", scope.get("path"), cut.exceptions[0])
+            mark_cut()
         finally:
             self._stream.close()
 

@@ -204,6 +204,10 @@ def test_a_file_that_fails_cuts_the_stream_and_the_cart_says_why(
     # What came is the first file whole, and the second's member never whole.
     assert tar_files(bytes(received)) == {"d0/f0.bin": contents["d0/f0.bin"]}
     assert len(received) < file_end(tar_of(fileids, contents), "d1/f1.bin")
+    # The cut is cartd's own decision: one warning that says why, no server error.
+    logged = server.log().splitlines()
+    assert [line for line in logged if f"download of /{uid} cut" in line and "WARNING" in line]
+    assert not [line for line in logged if "ERROR uvicorn" in line], logged
 
 
 def tar_of(fileids: list[FileEntry], contents: dict[str, bytes]) -> bytes:
