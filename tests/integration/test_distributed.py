@@ -200,6 +200,38 @@ def test_steps_lost_in_the_queue_or_never_sent_are_sent_again_by_a_workers_sweep
         assert "sweep: sent again 2 sizing" in worker.log()
 
 
+@pytest.mark.parametrize("cell", [("rabbitmq", "postgres"), ("redis", "mysql")])
+def test_a_large_carts_sizing_ahead_does_not_wait_behind_its_file_messages(
+    cell: tuple[str, str], fault_archive: FaultArchive, tmp_path: Path
+) -> None:
+    """Its first step sends 25 file messages and a step sizing the rest ahead; that step
+    goes by a queue of the carts' own steps, so every size (which a `Prefer: wait`
+    download waits for) is known while most files are still to be pulled."""
+    count, slow = 400, Faults(delay_first=1, delay_seconds=0.03)
+    fileids = []
+    for index in range(count):
+        file_id, data = new_id("ahead"), f"file {index}\n".encode()
+        fault_archive.add(file_id, data, faults=slow)
+        fileids.append(entry(file_id, data, f"d/{index}.txt"))
+    broker, database = cell
+    with (
+        cluster(tmp_path, fault_archive.url, broker, database, concurrency=2) as running,
+        httpx.Client(base_url=running.server.url, timeout=30.0) as client,
+    ):
+        post(client, "ahead", fileids)
+        seen: list[tuple[int, int]] = []  # (files sized, files staged) at each look
+
+        def all_sized() -> bool:
+            files = client.get("/ahead/files").json()["files"]
+            sized = sum(1 for file in files if file["size"] is not None)
+            seen.append((sized, sum(1 for file in files if file["status"] == "staged")))
+            return sized == count
+
+        wait_until(all_sized, timeout=60, interval=0.1)
+        assert seen[-1][1] < count // 2, f"sized only as the pulls went: {seen[-5:]}"
+        assert wait_for_cart(client, "ahead", timeout=60).headers["X-Pacifica-Status"] == "ready"
+
+
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
 def test_two_workers_share_the_files_of_a_cart(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from kombu import Connection
 
+from cartd.workers.distributed.app import CART_QUEUE_SUFFIX
+
 BROKERS = {
     "rabbitmq": "pyamqp://guest:guest@127.0.0.1:5672//",
     "redis": "redis://127.0.0.1:6379/0",
@@ -26,33 +28,54 @@ class BrokerQueue:
         """The settings that point cartd processes at it."""
         return {"BROKER_URL": self.url, "CARTD_CELERY_QUEUE": self.name}
 
+    @property
+    def names(self) -> tuple[str, str]:
+        """Its queue of file steps, and that of the carts' own steps beside it."""
+        return self.name, self.name + CART_QUEUE_SUFFIX
+
     def depth(self) -> int:
-        """Messages waiting in the queue (none while it was never declared)."""
+        """Messages waiting in its queues (none in a queue never declared)."""
         with Connection(self.url) as connection:
-            channel = connection.channel()
-            try:
-                return int(channel.queue_declare(self.name, passive=True).message_count)
-            except Exception:
-                return 0
-            finally:
-                with contextlib.suppress(Exception):
-                    channel.close()
+            return sum(self._waiting(connection, name) for name in self.names)
+
+    @staticmethod
+    def _waiting(connection: Connection, name: str) -> int:
+        channel = connection.channel()  # of its own: RabbitMQ closes one that named no queue
+        try:
+            return int(channel.queue_declare(name, passive=True).message_count)
+        except Exception:
+            return 0
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
 
     def purge(self) -> int:
         """Drop every waiting message, as a broker that lost them would; how many."""
         with Connection(self.url) as connection:
-            return int(connection.default_channel.queue_purge(self.name) or 0)
+            return sum(self._purged(connection, name) for name in self.names)
+
+    @staticmethod
+    def _purged(connection: Connection, name: str) -> int:
+        channel = connection.channel()  # of its own: RabbitMQ closes one that named no queue
+        try:
+            return int(channel.queue_purge(name) or 0)
+        except Exception:
+            return 0  # never declared: nothing was sent to it
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
 
     def delete(self) -> None:
         with Connection(self.url) as connection:
             channel = connection.default_channel
-            with contextlib.suppress(Exception):
-                channel.queue_delete(self.name)
-            with contextlib.suppress(Exception):
-                channel.exchange_delete(self.name)
-            if self.url.startswith("redis"):  # kombu keeps a queue's bindings in keys of their own
-                bindings = ("_kombu.binding.", "_kombu.binding_permanent.")
-                channel.client.delete(*(prefix + self.name for prefix in bindings))
+            for name in self.names:
+                with contextlib.suppress(Exception):
+                    channel.queue_delete(name)
+                with contextlib.suppress(Exception):
+                    channel.exchange_delete(name)
+                if self.url.startswith("redis"):  # kombu keeps a queue's bindings apart
+                    bindings = ("_kombu.binding.", "_kombu.binding_permanent.")
+                    channel.client.delete(*(prefix + name for prefix in bindings))
 
 
 @contextlib.contextmanager

@@ -127,3 +127,20 @@ def test_redis_holds_a_message_under_countdown_longer_than_the_longest_countdown
     assert visibility_timeout(settings) == app.conf.broker_transport_options["visibility_timeout"]
     assert app.conf.task_acks_late
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_the_carts_own_steps_go_by_a_queue_of_their_own() -> None:
+    settings = load_settings(
+        environ={"BROKER_URL": "redis://127.0.0.1:6379/0", "CARTD_CELERY_QUEUE": "site"}
+    )
+    router = create_celery(settings).amqp.router
+    routes = {
+        name: router.route({}, name, (), {})["queue"]
+        for name in ("cartd.files", "cartd.size", "cartd.finish")
+    }
+    # Each queue's exchange and routing key its own: else they all reach one queue.
+    assert {name: (q.name, q.exchange.name, q.routing_key) for name, q in routes.items()} == {
+        "cartd.files": ("site", "site", "site"),
+        "cartd.size": ("site.carts", "site.carts", "site.carts"),
+        "cartd.finish": ("site.carts", "site.carts", "site.carts"),
+    }
