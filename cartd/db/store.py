@@ -991,6 +991,25 @@ class CartStore:
             )
             return due, finishing, deleted
 
+    def unsized_carts(self, more_than: int) -> list[int]:
+        """Carts being made with more than `more_than` open files the archive has not told
+        the size of: those whose sizing ahead a restarted process takes up again."""
+        with self._reading() as connection:
+            return list(
+                connection.scalars(
+                    select(files.c.cart_id)
+                    .join(carts, carts.c.id == files.c.cart_id)
+                    .where(
+                        carts.c.status.in_(ACTIVE),
+                        files.c.status.in_(OPEN),
+                        files.c.size.is_(None),
+                    )
+                    .group_by(files.c.cart_id)
+                    .having(func.count() > more_than)
+                    .order_by(files.c.cart_id)
+                )
+            )
+
     def overdue(self, grace: float, limit: int) -> Overdue:
         """Work whose task was lost: due more than `grace` seconds ago and still not done,
         or a file of a cart that a dead step worked on.

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from cartd.db.store import CartStore
-from cartd.service.pipeline import Pipeline
+from cartd.service.pipeline import SIZE_AHEAD_FROM, Pipeline
 from cartd.storage import Volume
 from cartd.workers.steps import Kind, follow_up, take_step
 
@@ -115,6 +115,11 @@ class EmbeddedRunner:
     def start(self) -> None:
         self.pipeline.start()
         self.sweep()
+        # A large cart's sizing ahead (`Pipeline.size_cart`) is a chain of steps this
+        # process held only in memory: a restart takes it up again, else a download
+        # waiting for the cart's length would wait until its batches had sized it all.
+        for cart_id in self.store.unsized_carts(SIZE_AHEAD_FROM):
+            self.submit_size(cart_id)
         for index in range(self.workers):
             self._spawn(self._work, f"cartd-worker-{index}")
         self._spawn(self._sweep_forever, "cartd-sweeper")

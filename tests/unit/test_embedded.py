@@ -44,8 +44,14 @@ class RecordingPipeline:
 
 
 class EmptyStore:
+    def __init__(self, unsized: list[int] | None = None) -> None:
+        self.unsized = unsized or []
+
     def unfinished(self) -> tuple[list[Any], list[int], list[int]]:
         return [], [], []
+
+    def unsized_carts(self, more_than: int) -> list[int]:
+        return self.unsized
 
 
 def run(pipeline: RecordingPipeline, workers: int, submit: Iterable[int], expect: int) -> None:
@@ -169,3 +175,17 @@ def test_a_step_submitted_again_while_due_runs_once() -> None:
     time.sleep(0.1)
     runner.stop()
     assert pipeline.steps() == [1, 2, 3]
+
+
+def test_a_start_takes_up_again_the_sizing_ahead_of_large_carts() -> None:
+    """What the store names as carts with many files still unsized (their sizing-ahead
+    steps were held in the memory of a process that stopped) get a sizing step."""
+    pipeline = RecordingPipeline()
+    store = EmptyStore(unsized=[5, 8])
+    runner = EmbeddedRunner(cast(Pipeline, pipeline), cast(Any, store), cast(Any, None), 1)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(pipeline.steps()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop()
+    assert sorted(pipeline.batches) == [[-8], [-5]]

@@ -68,3 +68,15 @@ def test_a_batch_spanning_carts_loads_each_file_with_its_own_cart(store: CartSto
     assert (first.archive_id, first.path, first.status) == ("one0", "one/0", FileStatus.WAITING)
     store.forget(other)
     assert sorted(store.load_steps([*one_ids, *other_ids])) == sorted(one_ids)
+
+
+def test_carts_with_many_files_unsized_are_those_to_size_ahead_again(store: CartStore) -> None:
+    big, big_ids = _cart(store, "big", 3)
+    small, _ = _cart(store, "small", 2)
+    _cart(store, "gone", 3)
+    store.delete_uid("gone")
+    assert store.unsized_carts(2) == [big]
+    assert store.unsized_carts(1) == [big, small]
+    assert store.claim_files(big_ids[:1], "me", time.time() + 60)
+    store.record_verified([Verified(big_ids[0], 10, 1.0)])
+    assert store.unsized_carts(2) == [], "a sized file no longer counts"
