@@ -182,15 +182,15 @@ class EmbeddedRunner:
                 head = self._queue[0] if self._queue and self._queue[0][0] <= now else None
                 if head is not None and head[2][0] != "file" and head[0] <= self._lane_due(now):
                     return [self._pop()]
+                # A share of all the file steps due or under way, so that the first
+                # batches of a new cart take every one of its files (up to `MAX_BATCH`
+                # each): each batch sizes its files first, and a download waiting for the
+                # cart's length has it once the first round has sized them.
                 due = len(self._in_lane) + self._due_count(now, MAX_BATCH * self.workers)
+                under_way = sum(1 for kind, _ in self._running if kind == "file")
                 first = self._pop_file(now)
                 if first is not None:
-                    # A share of all the file steps due or under way, so that the first
-                    # batches of a new cart take every one of its files (up to `MAX_BATCH`
-                    # each): each batch sizes its files first, and a download waiting for
-                    # the cart's length has it once the first round has sized them.
-                    running = sum(1 for kind, _ in self._running if kind == "file")
-                    share = min(-(-(due + running - 1) // self.workers), MAX_BATCH)
+                    share = min(-(-(due + under_way) // self.workers), MAX_BATCH)
                     tasks = [first]
                     while len(tasks) < share and (task := self._pop_file(now)) is not None:
                         tasks.append(task)

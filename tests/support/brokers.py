@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kombu import Connection
 
@@ -35,35 +36,30 @@ class BrokerQueue:
 
     def depth(self) -> int:
         """Messages waiting in its queues (none in a queue never declared)."""
-        with Connection(self.url) as connection:
-            return sum(self._waiting(connection, name) for name in self.names)
 
-    @staticmethod
-    def _waiting(connection: Connection, name: str) -> int:
-        channel = connection.channel()  # of its own: RabbitMQ closes one that named no queue
-        try:
+        def waiting(channel: Any, name: str) -> int:
             return int(channel.queue_declare(name, passive=True).message_count)
-        except Exception:
-            return 0
-        finally:
-            with contextlib.suppress(Exception):
-                channel.close()
+
+        return self._sum(waiting)
 
     def purge(self) -> int:
         """Drop every waiting message, as a broker that lost them would; how many."""
-        with Connection(self.url) as connection:
-            return sum(self._purged(connection, name) for name in self.names)
+        return self._sum(lambda channel, name: channel.queue_purge(name) or 0)
 
-    @staticmethod
-    def _purged(connection: Connection, name: str) -> int:
-        channel = connection.channel()  # of its own: RabbitMQ closes one that named no queue
-        try:
-            return int(channel.queue_purge(name) or 0)
-        except Exception:
-            return 0  # never declared: nothing was sent to it
-        finally:
-            with contextlib.suppress(Exception):
-                channel.close()
+    def _sum(self, count: Callable[[Any, str], int]) -> int:
+        """`count` of each of its queues, added up; a queue never declared counts 0."""
+        total = 0
+        with Connection(self.url) as connection:
+            for name in self.names:
+                channel = connection.channel()  # its own: RabbitMQ closes one naming no queue
+                try:
+                    total += int(count(channel, name))
+                except Exception:
+                    pass  # never declared: nothing was sent to it
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+        return total
 
     def delete(self) -> None:
         with Connection(self.url) as connection:
