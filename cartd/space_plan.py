@@ -3,18 +3,15 @@ kept in a leaf module so both the database layer and the pipeline can use it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 NO_SPACE = "No Space Available"
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A cart that may be evicted, least recently used first."""
-
-    cart_id: int
-    holds: int  # bytes it gives back
+#: Bytes that evicting the given carts together gives back. Not a sum over the carts:
+#: carts that name the same archive file keep one copy, which only evicting all of them frees.
+Frees = Callable[[Sequence[int]], int]
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,8 @@ def plan_space(
     *,
     capacity: int,
     reserved: int,
-    candidates: Iterable[Candidate],
+    candidates: Iterable[int],
+    frees: Frees,
     evict: bool,
     held: int = 0,
 ) -> Plan:
@@ -39,7 +37,9 @@ def plan_space(
     (`held` included), evicting if allowed.
 
     A cart whose whole reservation would pass `capacity` is too big: nothing can make room.
-    Eviction takes whole carts in the given order and only as many as needed; when even
+    Eviction takes whole carts from the least recently used (the order of `candidates`)
+    until together they free enough, then keeps back, newest first, each that is not
+    needed: one that frees nothing, alone or with the others, is never taken. When even
     all of them would not make room, nothing is evicted.
     """
     if held + need > capacity:
@@ -50,12 +50,19 @@ def plan_space(
     if not evict:
         return Plan(granted=False)
     chosen: list[int] = []
-    frees = 0
+    freed = 0
     for candidate in candidates:
-        if candidate.holds <= 0:
-            continue
-        chosen.append(candidate.cart_id)
-        frees += candidate.holds
-        if need <= available + frees:
-            return Plan(granted=True, evict=tuple(chosen), frees=frees)
-    return Plan(granted=False)
+        chosen.append(candidate)
+        freed = frees(tuple(chosen))
+        if need <= available + freed:
+            break
+    else:
+        return Plan(granted=False)
+    # The last one taken is needed (those before it were not enough); of the others, drop
+    # each the rest can do without.
+    for candidate in reversed(chosen[:-1]):
+        without = [cart for cart in chosen if cart != candidate]
+        freed_without = frees(tuple(without))
+        if need <= available + freed_without:
+            chosen, freed = without, freed_without
+    return Plan(granted=True, evict=tuple(chosen), frees=freed)

@@ -5,7 +5,7 @@ with the same checksum: the same (archive id, hash type, hash sum), the sum non-
 (sums are stored lower case, as orders are parsed). Their verified bytes are the same,
 so the volume keeps them once, hard-linked into each cart's folder
 (`cartd.service.sharing`), and the space ledger counts them once (`duplicate_bytes`,
-`overlap`, `freed_by`, used by `cartd.db.space`).
+`already_counted`, `freed_together`, used by `cartd.db.space`).
 
 Which row recalls the file is a fact of the database, so it holds across processes and
 workers: the *lead* is the open row (waiting or staging) of an active cart with the
@@ -19,10 +19,10 @@ fails or is deleted, the next takes over at its next step.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, select
 from sqlalchemy.sql import ColumnElement, FromClause
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import Exists
@@ -220,25 +220,6 @@ def duplicate_bytes(connection: Connection, held: ColumnElement[bool]) -> int:
     return int(total or 0)
 
 
-def _alone(
-    connection: Connection, cart_id: int, elsewhere: Callable[[FromClause], ColumnElement[bool]]
-) -> tuple[int, int]:
-    """The bytes of the cart's sized rows, and of the distinct archive files among them
-    that no row of another cart selected by `elsewhere` (a condition on that cart's row,
-    given its table) names."""
-    named_elsewhere = _copy_where(_OTHER.c.cart_id != cart_id, elsewhere(_OWNER))
-    mine = and_(files.c.cart_id == cart_id, files.c.size.is_not(None))
-    rows = connection.scalar(select(func.coalesce(func.sum(files.c.size), 0)).where(mine))
-    per_file = (
-        select(func.max(files.c.size).label("size"))
-        .where(mine, ~named_elsewhere)
-        .group_by(files.c.archive_id, files.c.hashtype, files.c.hashsum)
-        .subquery()
-    )
-    alone = connection.scalar(select(func.coalesce(func.sum(per_file.c.size), 0)))
-    return int(rows or 0), int(alone or 0)
-
-
 def already_counted(connection: Connection, new: Mapping[int, int]) -> int:
     """Bytes of files about to be sized (file id -> size) that need no new room on the
     volume: the same archive file with the same checksum is already sized in a live cart
@@ -261,22 +242,38 @@ def already_counted(connection: Connection, new: Mapping[int, int]) -> int:
     return shared
 
 
-def freed_by(
-    connection: Connection, cart_id: int, *, keeping: int, evicted: Collection[int]
-) -> int:
-    """Bytes that evicting the cart frees, on top of evicting the carts `evicted`: its
-    reservation less the bytes of its files that another live cart holding space (or the
-    cart `keeping`, whose reservation is being made) still names. A cart whose files are
-    all in other carts frees nothing but its bundle."""
-    held = connection.scalar(select(carts.c.reserved_bytes).where(carts.c.id == cart_id))
-    gone = list(evicted)
-
-    def elsewhere(owner: FromClause) -> ColumnElement[bool]:
-        return and_(
-            owner.c.status != CartStatus.DELETED.value,
-            owner.c.id.not_in(gone),
-            _holding(owner) | (owner.c.id == keeping),
+def freed_together(connection: Connection, cart_ids: Collection[int], *, keeping: int) -> int:
+    """Bytes that evicting all of the carts together frees: what those holding space
+    reserve, less the bytes of their files that a live cart outside them holding space (or
+    the cart `keeping`, whose reservation is being made) still names. Carts that name the
+    same files free them only together, so the set is asked as a whole."""
+    chosen = list(cart_ids)
+    if not chosen:
+        return 0
+    holders = select(carts.c.id).where(carts.c.id.in_(chosen), _holding(carts))
+    held = connection.scalar(
+        select(func.coalesce(func.sum(carts.c.reserved_bytes), 0)).where(
+            carts.c.id.in_(chosen), _holding(carts)
         )
-
-    rows, alone = _alone(connection, cart_id, elsewhere)
-    return max(0, int(held or 0) - rows + alone)
+    )
+    mine = and_(files.c.cart_id.in_(holders.scalar_subquery()), files.c.size.is_not(None))
+    rows = connection.scalar(select(func.coalesce(func.sum(files.c.size), 0)).where(mine))
+    named_elsewhere = _copy_where(
+        _OTHER.c.cart_id.not_in(chosen),
+        _OWNER.c.status != CartStatus.DELETED.value,
+        _holding(_OWNER) | (_OWNER.c.id == keeping),
+    )
+    # One copy per archive file; a row without a checksum shares with nothing.
+    per_file = (
+        select(func.max(files.c.size).label("size"))
+        .where(mine, ~named_elsewhere)
+        .group_by(
+            files.c.archive_id,
+            files.c.hashtype,
+            files.c.hashsum,
+            case((files.c.hashsum == "", files.c.id), else_=0),
+        )
+        .subquery()
+    )
+    alone = connection.scalar(select(func.coalesce(func.sum(per_file.c.size), 0)))
+    return max(0, int(held or 0) - int(rows or 0) + int(alone or 0))

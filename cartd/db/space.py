@@ -16,7 +16,7 @@ gives back all it held, so another cart growing next finds those bytes free.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
@@ -25,11 +25,11 @@ from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, se
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.elements import BindParameter
 
-from cartd.db.copies import HOLDING, already_counted, duplicate_bytes, freed_by
+from cartd.db.copies import HOLDING, already_counted, duplicate_bytes, freed_together
 from cartd.db.engine import Writer
 from cartd.db.models import VolumeLockRow
 from cartd.db.store import ACTIVE, OPEN, carts, files, now, record_callback_event
-from cartd.space_plan import NO_SPACE, Candidate, plan_space
+from cartd.space_plan import NO_SPACE, Plan, plan_space
 from cartd.status import CartStatus, FileStatus, cart_sources, file_sources
 
 volume_lock = cast(Table, VolumeLockRow.__table__)
@@ -82,14 +82,6 @@ def _evictable(spare_seconds: float) -> ColumnElement[bool]:
         carts.c.last_used_at <= now() - timedelta(seconds=spare_seconds),
         or_(carts.c.download_lease_until.is_(None), carts.c.download_lease_until < time.time()),
     )
-
-
-@dataclass(frozen=True)
-class _Planned:
-    granted: bool
-    evict: tuple[int, ...]
-    too_big: bool
-    holds: dict[int, int]  # bytes each candidate gives back
 
 
 @dataclass(frozen=True)
@@ -197,10 +189,12 @@ class SpaceLedger:
                     won = [
                         cart for cart in plan.evict if self._evict(connection, cart, spare_seconds)
                     ]
-                    evicted += won
-                    frees += sum(plan.holds[cart] for cart in won)
                     if len(won) == len(plan.evict):
+                        evicted += won
+                        frees += plan.frees
                         break
+                    frees += freed_together(connection, won, keeping=cart_id)
+                    evicted += won
                     # A candidate was fixed, downloaded or deleted meanwhile: plan again
                     # with what is evictable now (those already evicted count as freed).
                     # (A growth refused after an eviction keeps that eviction.)
@@ -299,41 +293,30 @@ class SpaceLedger:
         limit: int | None,
         evict: bool,
         spare_seconds: float,
-    ) -> _Planned:
+    ) -> Plan:
         """Plan the reservation of `need` more bytes for the cart (bytes it shares with
-        carts holding space already left out by the caller). An evictable cart offers only
-        the bytes no other live cart (nor this one) still names, computed in order of least
-        recent use as if those before it were evicted."""
+        carts holding space already left out by the caller). Evicting carts frees only the
+        bytes no live cart left (nor this one) still names: carts sharing a file free it
+        together, though neither does alone."""
         usage = _usage(connection)
         capacity = usage.used + free_bytes
         self._estimate = (time.monotonic(), capacity)
         if limit is not None:
             capacity = min(capacity, limit)
-        rows = connection.scalars(
+        candidates = connection.scalars(
             select(carts.c.id)
             .where(_evictable(spare_seconds))
             .order_by(carts.c.last_used_at, carts.c.id)
         ).all()
-        holds: dict[int, int] = {}
-
-        def candidates() -> Iterator[Candidate]:
-            # `plan_space` takes, in order, every candidate that frees something.
-            taken: list[int] = []
-            for candidate in rows:
-                holds[candidate] = freed_by(connection, candidate, keeping=cart_id, evicted=taken)
-                yield Candidate(candidate, holds[candidate])
-                if holds[candidate] > 0:
-                    taken.append(candidate)
-
-        plan = plan_space(
+        return plan_space(
             need,
             capacity=capacity,
             reserved=usage.reserved,
-            candidates=candidates(),
+            candidates=candidates,
+            frees=lambda chosen: freed_together(connection, chosen, keeping=cart_id),
             evict=evict,
             held=held,
         )
-        return _Planned(plan.granted, plan.evict, plan.too_big, holds)
 
     @staticmethod
     def _evict(connection: Connection, cart_id: int, spare_seconds: float) -> bool:

@@ -146,6 +146,29 @@ def test_a_cart_whose_files_are_all_in_another_frees_nothing_and_is_not_evicted_
         assert fault_archive.count("GET", big["big.bin"][0]) == 1
 
 
+def test_carts_that_share_their_files_are_evicted_together_when_only_both_make_room(
+    fault_archive: FaultArchive, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(fault_archive.url, VOLUME_SIZE_LIMIT="100 kB")
+    big = stored(fault_archive, 50 * KB)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        first = make(client, {"big.bin": big})
+        assert wait_for_cart(client, first).headers["X-Pacifica-Status"] == "ready"
+        second = make(client, {"again/big.bin": big})
+        assert wait_for_cart(client, second).headers["X-Pacifica-Status"] == "ready"
+        assert metric(client, "cartd_volume_reserved_bytes") == 50 * KB
+        # 60 kB more: neither cart frees the shared 50 kB alone, both together do.
+        newcomer = {"new.bin": stored(fault_archive, 60 * KB)}
+        third = make(client, newcomer)
+        assert_serves(client, third, newcomer)
+        assert client.head(f"/{first}").status_code == 404
+        assert client.head(f"/{second}").status_code == 404
+        assert metric(client, "cartd_carts_evicted_total") == 2
+        assert metric(client, "cartd_bytes_evicted_total") == 50 * KB
+        assert metric(client, "cartd_volume_used_bytes") == 60 * KB
+        assert list(links(server).values()) == [1], "only the newcomer's file is left"
+
+
 def test_two_files_of_one_cart_naming_one_archive_file_pull_it_once(
     fault_archive: FaultArchive, cartd_factory: ServerFactory
 ) -> None:

@@ -157,6 +157,34 @@ def test_eviction_counts_only_the_bytes_no_other_cart_names(store: CartStore) ->
     assert ledger.usage().reserved == 90
 
 
+def test_carts_that_share_every_file_are_evicted_together_for_room(store: CartStore) -> None:
+    ledger = SpaceLedger(store.engine)
+    first, _ = cart(store, "first", ("x", SUM_X, 50))
+    second, _ = cart(store, "second", ("x", SUM_X, 50))
+    for done in (first, second):
+        set_cart(store, done, status=CartStatus.READY.value)
+    assert ledger.usage().reserved == 50
+    new, new_ids = cart(store, "new", ("z", SUM_Z, 60), reserved=False)
+
+    growth = grow_whole(ledger, new, new_ids, ("z", SUM_Z, 60), evict=True)
+    assert growth.granted, "neither frees the shared 50 alone, both together do"
+    assert sorted(growth.evict) == sorted((first, second))
+    assert growth.frees == 50
+    assert ledger.usage().reserved == 60
+
+
+def test_files_without_a_checksum_are_never_counted_as_one_copy(store: CartStore) -> None:
+    ledger = SpaceLedger(store.engine)
+    old, _ = cart(store, "old", ("x", "", 30), ("x", "", 30))
+    set_cart(store, old, status=CartStatus.READY.value)
+    assert ledger.usage().reserved == 60
+    new, new_ids = cart(store, "new", ("z", SUM_Z, 80), reserved=False)
+
+    growth = grow_whole(ledger, new, new_ids, ("z", SUM_Z, 80), evict=True)
+    assert growth.granted, "the old cart's two files are two copies: evicting it frees 60"
+    assert (growth.evict, growth.frees) == ((old,), 60)
+
+
 def test_the_cart_being_admitted_keeps_what_it_shares_with_an_evicted_one(
     store: CartStore,
 ) -> None:
