@@ -55,9 +55,10 @@ class FileRow(Base):
     __tablename__ = "cart_files"
     __table_args__ = (
         # Whether a cart has a file left to verify, or to size, is asked after every
-        # batch of steps: one index lookup, whatever the size of the cart.
+        # batch of steps: one index lookup, whatever the size of the cart. The second
+        # also holds all a cart's progress counts (`HEAD`) without reading its rows.
         Index("ix_cart_files_cart_status", "cart_id", "status"),
-        Index("ix_cart_files_cart_size", "cart_id", "size"),
+        Index("ix_cart_files_progress", "cart_id", "size", "status"),
         # The other rows naming the same archive file with the same checksum, which share
         # one recall and one copy on the volume (`cartd.db.copies`).
         Index("ix_cart_files_hashsum", "hashsum"),

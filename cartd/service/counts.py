@@ -1,12 +1,13 @@
 """A cart's counts (files and bytes, in all and verified), reused for a moment while the
 cart is being made.
 
-A count reads every row of the cart: tens of milliseconds for a cart of 100,000 files.
+A count reads every entry of the cart in one index (migration 0010): 17 ms on SQLite for
+a cart of 100,000 files (42 ms when it read the rows).
 Clients that ask `HEAD` every 50 ms, or a few live pages, would keep a core busy counting
 and slow the very pulls they watch (the benchmark's 100,000-file cart spent more CPU on
 its HEADs than on its files). So each count of a cart being made is reused for
 `REUSE` times as long as it took: a small cart's counts stay fresh (a count of 0.3 ms is
-reused for 6 ms), a huge cart's lag by about a second at most, and counting never takes
+reused for 6 ms), a huge cart's lag by about a third of a second, and counting never takes
 more than a twentieth of a core, however often clients ask. A cart that is ready or
 failed is counted afresh each time (nobody polls those for long).
 """

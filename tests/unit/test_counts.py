@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import event
 
 from cartd.db.store import CartStore
 from cartd.records import Progress, Verified
@@ -53,3 +54,23 @@ def test_a_ready_cart_is_counted_afresh_each_time(store: CartStore) -> None:
     watched.of(ready)
     watched.of(ready)
     assert counting.asked == 2
+
+
+def test_a_carts_counts_are_read_from_an_index_never_from_its_rows(store: CartStore) -> None:
+    """The count behind every HEAD of a cart being made: read from the rows, a cart of
+    100,000 files took 42 ms, and the reused counts lagged twenty times that."""
+    cart, _ = store.create_cart(
+        "c", False, [FileOrder(f"a{n}", f"p{n}", "md5", "") for n in range(9)]
+    )
+    plans: list[str] = []
+
+    def explain(connection, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        plans.append(" / ".join(str(row[-1]) for row in rows))
+
+    event.listen(store.engine, "before_cursor_execute", explain)
+    try:
+        assert store.progress(cart.id).files_total == 9
+    finally:
+        event.remove(store.engine, "before_cursor_execute", explain)
+    assert any("USING COVERING INDEX" in plan for plan in plans), plans
