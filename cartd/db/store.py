@@ -259,6 +259,52 @@ class _NotAllMoved(Exception):
     """A group of files of which some could not be recorded verified."""
 
 
+#: The columns a new file row is given, in the order `_insert_files` gives them.
+_NEW_FILE_COLUMNS = (
+    "cart_id",
+    "archive_id",
+    "path",
+    "hashtype",
+    "hashsum",
+    "status",
+    "attempts",
+    "polls",
+    "updated_at",
+)
+
+
+def _insert_files(
+    connection: Connection, cart_id: int, orders: Sequence[FileOrder], stamp: datetime
+) -> None:
+    """Insert a new cart's file rows through the driver's own executemany, a few thousand
+    rows a statement (the parameters of 100,000 rows at once held about 80 MB more at the
+    peak of the POST). SQLAlchemy's executemany prepares every row's parameters in Python:
+    0.8 s of the 1.1 s that 100,000 rows took on SQLite. Here no value needs converting
+    but the time stamp, the same for every row, converted once as SQLAlchemy would. (The
+    drivers cartd runs on take `?` (sqlite3) or `%s` (psycopg, PyMySQL).)"""
+    dialect = connection.dialect
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    convert = files.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
+    stamped = convert(stamp) if convert is not None else stamp
+    # Made of constant names only: every value goes as a parameter.
+    sql = (
+        f"INSERT INTO {files.name} ({', '.join(_NEW_FILE_COLUMNS)})"  # noqa: S608
+        f" VALUES ({', '.join([placeholder] * len(_NEW_FILE_COLUMNS))})"
+    )
+    for first in range(0, len(orders), INSERT_CHUNK):
+        connection.exec_driver_sql(
+            sql, _new_file_rows(cart_id, orders[first : first + INSERT_CHUNK], stamped)
+        )
+
+
+def _new_file_rows(cart_id: int, orders: Sequence[FileOrder], stamp: Any) -> list[tuple[Any, ...]]:
+    waiting = FileStatus.WAITING.value
+    return [
+        (cart_id, order.archive_id, order.path, order.hashtype, order.hashsum, waiting, 0, 0, stamp)
+        for order in orders
+    ]
+
+
 class CartStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -309,26 +355,7 @@ class CartStore:
             key = result.inserted_primary_key
             assert key is not None
             cart_id = int(key[0])
-            # A few thousand rows a statement, in the one transaction: the parameters of
-            # 100,000 rows at once held about 80 MB more at the peak of the POST.
-            for first in range(0, len(orders), INSERT_CHUNK):
-                connection.execute(
-                    files.insert(),
-                    [
-                        {
-                            "cart_id": cart_id,
-                            "archive_id": order.archive_id,
-                            "path": order.path,
-                            "hashtype": order.hashtype,
-                            "hashsum": order.hashsum,
-                            "status": FileStatus.WAITING.value,
-                            "attempts": 0,
-                            "polls": 0,
-                            "updated_at": stamp,
-                        }
-                        for order in orders[first : first + INSERT_CHUNK]
-                    ],
-                )
+            _insert_files(connection, cart_id, orders, stamp)
             file_ids = list(
                 connection.scalars(
                     select(files.c.id).where(files.c.cart_id == cart_id).order_by(files.c.id)
