@@ -250,13 +250,14 @@ def freed_together(connection: Connection, cart_ids: Collection[int], *, keeping
     chosen = list(cart_ids)
     if not chosen:
         return 0
-    holders = select(carts.c.id).where(carts.c.id.in_(chosen), _holding(carts))
+    holders = and_(carts.c.id.in_(chosen), _holding(carts))
     held = connection.scalar(
-        select(func.coalesce(func.sum(carts.c.reserved_bytes), 0)).where(
-            carts.c.id.in_(chosen), _holding(carts)
-        )
+        select(func.coalesce(func.sum(carts.c.reserved_bytes), 0)).where(holders)
     )
-    mine = and_(files.c.cart_id.in_(holders.scalar_subquery()), files.c.size.is_not(None))
+    mine = and_(
+        files.c.cart_id.in_(select(carts.c.id).where(holders).scalar_subquery()),
+        files.c.size.is_not(None),
+    )
     rows = connection.scalar(select(func.coalesce(func.sum(files.c.size), 0)).where(mine))
     named_elsewhere = _copy_where(
         _OTHER.c.cart_id.not_in(chosen),
