@@ -175,6 +175,9 @@ class SpaceLedger:
             frees = 0
             granted, too_big = True, False
             if need > 0 and not self._plainly_fits(connection, need, held or 0, free_bytes, limit):
+                # The evictions are undone if the growth is refused after all (a candidate
+                # taken meanwhile can leave a plan short): a refusal evicts nothing.
+                evictions = connection.begin_nested()
                 while True:
                     plan = self._plan(
                         connection,
@@ -197,8 +200,12 @@ class SpaceLedger:
                     evicted += won
                     # A candidate was fixed, downloaded or deleted meanwhile: plan again
                     # with what is evictable now (those already evicted count as freed).
-                    # (A growth refused after an eviction keeps that eviction.)
                 granted, too_big = plan.granted, plan.too_big
+                if granted:
+                    evictions.commit()
+                else:
+                    evictions.rollback()
+                    evicted, frees = [], 0
             if not granted:
                 self._refuse(connection, cart_id)
                 return Growth(False, 0, tuple(evicted), frees, too_big)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 
 from cartd.db import migrate
 from cartd.db.engine import database_url, make_engine
-from cartd.db.space import SpaceLedger
+from cartd.db.space import Growth, SpaceLedger
 from cartd.db.store import CartStore, carts
 from cartd.schemas import FileOrder
 from cartd.status import CartStatus
@@ -99,6 +99,31 @@ def test_eviction_never_takes_a_cart_that_fixit_reopened_meanwhile(engine: Engin
     assert failed not in plan.evict  # type: ignore[attr-defined]
     assert not plan.granted  # type: ignore[attr-defined]
     assert _status(engine, newcomer) == "error", "refused, the newcomer ends for want of space"
+
+
+def test_a_growth_refused_after_a_race_gives_back_the_carts_it_evicted(engine: Engine) -> None:
+    store, ledger = CartStore(engine), SpaceLedger(engine)
+    older = _cart(store, "older", CartStatus.ERROR, reserved=300)
+    failed = _cart(store, "failed", CartStatus.ERROR, reserved=600)
+    newcomer = _cart(store, "newcomer", CartStatus.STAGING, reserved=None)
+
+    # 800 of 1000 wanted, 100 free: only evicting both makes room. fixit reopens the
+    # second while the growth evicts the first, so the replan finds no room at all.
+    reopen = "UPDATE carts SET status = 'staging', error = NULL WHERE id = :i"
+    growth = _race(
+        engine,
+        reopen,
+        failed,
+        lambda: ledger.grow(
+            newcomer, [], to=800, free_bytes=1000, limit=1000, evict=True, spare_seconds=0
+        ),
+    )
+    assert isinstance(growth, Growth)
+    assert not growth.granted
+    assert growth.evict == ()
+    assert _status(engine, older) == "error", "evicted by a growth that was refused"
+    assert _status(engine, failed) == "staging"
+    assert _status(engine, newcomer) == "error"
 
 
 def test_delete_returns_only_the_carts_it_deleted(engine: Engine) -> None:
