@@ -79,25 +79,33 @@ def _race(engine: Engine, hold: str, cart_id: int, move: Callable[[], object]) -
     return results[0]
 
 
+def _grow_while_fixit_reopens(
+    engine: Engine, ledger: SpaceLedger, cart_id: int, to: int, reopened: int
+) -> Growth:
+    """Grow a cart's reservation to `to` bytes of a 1000-byte volume while fixit's move of
+    the failed cart `reopened` back to staging is held open, uncommitted."""
+    reopen = "UPDATE carts SET status = 'staging', error = NULL WHERE id = :i"
+    growth = _race(
+        engine,
+        reopen,
+        reopened,
+        lambda: ledger.grow(
+            cart_id, [], to=to, free_bytes=1000, limit=1000, evict=True, spare_seconds=0
+        ),
+    )
+    assert isinstance(growth, Growth)
+    return growth
+
+
 def test_eviction_never_takes_a_cart_that_fixit_reopened_meanwhile(engine: Engine) -> None:
     store, ledger = CartStore(engine), SpaceLedger(engine)
     failed = _cart(store, "failed", CartStatus.ERROR, reserved=600)
     newcomer = _cart(store, "newcomer", CartStatus.STAGING, reserved=None)
 
-    # fixit's move, held open while the reservation plans to evict the failed cart.
-    reopen = "UPDATE carts SET status = 'staging', error = NULL WHERE id = :i"
-    plan = _race(
-        engine,
-        reopen,
-        failed,
-        lambda: ledger.grow(
-            newcomer, [], to=500, free_bytes=1000, limit=1000, evict=True, spare_seconds=0
-        ),
-    )
+    plan = _grow_while_fixit_reopens(engine, ledger, newcomer, 500, failed)
     assert _status(engine, failed) == "staging", "the reopened cart was evicted"
-    assert plan is not None
-    assert failed not in plan.evict  # type: ignore[attr-defined]
-    assert not plan.granted  # type: ignore[attr-defined]
+    assert failed not in plan.evict
+    assert not plan.granted
     assert _status(engine, newcomer) == "error", "refused, the newcomer ends for want of space"
 
 
@@ -109,16 +117,7 @@ def test_a_growth_refused_after_a_race_gives_back_the_carts_it_evicted(engine: E
 
     # 800 of 1000 wanted, 100 free: only evicting both makes room. fixit reopens the
     # second while the growth evicts the first, so the replan finds no room at all.
-    reopen = "UPDATE carts SET status = 'staging', error = NULL WHERE id = :i"
-    growth = _race(
-        engine,
-        reopen,
-        failed,
-        lambda: ledger.grow(
-            newcomer, [], to=800, free_bytes=1000, limit=1000, evict=True, spare_seconds=0
-        ),
-    )
-    assert isinstance(growth, Growth)
+    growth = _grow_while_fixit_reopens(engine, ledger, newcomer, 800, failed)
     assert not growth.granted
     assert growth.evict == ()
     assert _status(engine, older) == "error", "evicted by a growth that was refused"
