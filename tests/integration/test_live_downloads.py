@@ -1,8 +1,8 @@
 """Downloads of a cart still being made (`Prefer: wait`), over real HTTP against a real
-cartd process and the fault-injecting archive holding files on tape: the answer comes at
-once with the final length and tag, each file's bytes come as it is pulled (its last
-ones once it is verified), the whole is the download after ready byte for byte, and a
-failure cuts it short, never completing a wrong file."""
+cartd process and the fault-injecting archive holding files on tape (and the real Archive
+Interface): the answer comes at once with the final length and tag, each file's bytes
+come as it is pulled (its last ones once it is verified), the whole is the download after
+ready byte for byte, and a failure cuts it short, never completing a wrong file."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import FileEntry, ServerFactory, entry, new_id
+from tests.support.archive_interface import ArchiveInterface
 from tests.support.cartd_server import CartdServer, wait_for_cart
 from tests.support.cluster import cluster
 from tests.support.fault_archive import FaultArchive, Faults
@@ -120,6 +121,31 @@ def test_a_download_while_staging_is_the_download_after_ready_sent_as_files_leav
     first_done = file_end(after.content, "d0/f0.bin")
     first_came = min(when for when, length in arrivals if length >= first_done)
     assert first_came < last_pulled
+
+
+def test_a_download_while_staging_from_the_real_archive_interface_is_the_one_after_ready(
+    archive_interface: ArchiveInterface, cartd_factory: ServerFactory
+) -> None:
+    server = cartd_factory(archive_interface.url)
+    # Large enough to be still pulled when the sizes, which the answer waits for, are known.
+    contents = {"big.bin": os.urandom(30_000_000), "d/small.bin": os.urandom(70_000), "one": b"1"}
+    fileids = []
+    for path, data in contents.items():
+        file_id = new_id("real")
+        archive_interface.put(file_id, data, mtime=MTIME)
+        fileids.append(entry(file_id, data, path))
+    uid = post(server, fileids)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        live = client.get(f"/{uid}", params={"filename": "x.tar"}, headers=WAIT)
+        assert live.status_code == 200, live.text
+        assert live.headers["Preference-Applied"] == "wait"
+        assert "Last-Modified" not in live.headers, "answered while the cart was being made"
+        assert wait_for_cart(client, uid).headers["X-Pacifica-Status"] == "ready"
+        after = client.get(f"/{uid}", params={"filename": "x.tar"})
+    assert after.status_code == 200
+    assert live.content == after.content, "the same bytes as after ready"
+    assert live.headers["ETag"] == after.headers["ETag"]
+    assert tar_files(after.content) == contents
 
 
 def test_a_zip_with_manifests_while_staging_is_the_zip_after_ready(
